@@ -1,0 +1,249 @@
+import AirlockLog
+import Archive
+import Foundation
+
+/// Limits on what a job may bring back from its guest.
+public struct CollectLimits: Sendable, Equatable, Codable {
+    /// Total bytes of file data kept.
+    public var maxBytes: Int64
+    /// Number of entries (files and folders) kept.
+    public var maxEntries: Int
+
+    public static let `default` = CollectLimits(maxBytes: 4 << 30, maxEntries: 50_000)
+
+    public init(maxBytes: Int64, maxEntries: Int) {
+        self.maxBytes = maxBytes
+        self.maxEntries = maxEntries
+    }
+}
+
+/// What a collection kept and what it refused.
+public struct CollectReport: Sendable, Equatable, Codable {
+    /// An entry that was not written, and why.
+    public struct Skipped: Sendable, Equatable, Codable {
+        /// The guest's name for it, with control characters escaped.
+        public var path: String
+        public var reason: String
+    }
+
+    public var files = 0
+    public var folders = 0
+    public var bytes: Int64 = 0
+    public var skipped: [Skipped] = []
+    /// Set when a limit stopped the collection early.
+    public var limitReached: String?
+}
+
+/// Unpacks a tar stream that came from a guest into a result folder, treating
+/// every header as hostile.
+///
+/// All writes are `openat`/`mkdirat` relative to descriptors of folders that
+/// this collector made itself, with `O_NOFOLLOW` and `O_EXCL`: no name can
+/// reach outside the folder, no link is ever followed, nothing that exists is
+/// overwritten. Links, devices, FIFOs and sockets are never created; they are
+/// listed as skipped. File modes keep only the permission bits.
+struct Collector {
+    let limits: CollectLimits
+
+    /// Unpacks everything `reader` yields under `destination`, which must not exist yet.
+    func collect(from reader: TarReader, into destination: URL) throws -> CollectReport {
+        guard mkdir(destination.path, 0o755) == 0 || errno == EEXIST else {
+            throw AirlockError(.internalError, "cannot create result folder '\(destination.path)'", cause: POSIXFailure())
+        }
+        let root = open(destination.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard root >= 0 else {
+            throw AirlockError(.internalError, "cannot open result folder '\(destination.path)'", cause: POSIXFailure())
+        }
+        defer { close(root) }
+
+        var report = CollectReport()
+        var entries = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+
+        while let entry = try reader.next() {
+            let shown = Terminal.escapeBytes(entry.path)
+            guard let components = Self.components(of: entry.path) else {
+                report.skipped.append(.init(path: shown, reason: "rejected remote name"))
+                continue
+            }
+            if components.isEmpty {
+                continue  // the collect folder itself ("./")
+            }
+            if entries >= limits.maxEntries {
+                report.limitReached = "more than \(limits.maxEntries) entries"
+                break
+            }
+            switch entry.kind {
+            case .directory:
+                try withParent(root, components.dropLast()) { parent in
+                    if mkdirat(parent, components[components.count - 1], 0o755) != 0 && errno != EEXIST {
+                        throw AirlockError(.internalError, "cannot create folder '\(shown)'", cause: POSIXFailure())
+                    }
+                }
+                report.folders += 1
+                entries += 1
+            case .file:
+                if report.bytes + entry.size > limits.maxBytes {
+                    report.skipped.append(
+                        .init(
+                            path: shown,
+                            reason: "result exceeds limit (\(Sizes.format(report.bytes + entry.size)) > "
+                                + "\(Sizes.format(limits.maxBytes)))"))
+                    report.limitReached = "more than \(Sizes.format(limits.maxBytes)) of files"
+                    return report
+                }
+                let written = try withParent(root, components.dropLast()) { parent in
+                    try writeFile(entry, name: components[components.count - 1], in: parent, from: reader, buffer: buffer)
+                }
+                guard let written else {
+                    report.skipped.append(.init(path: shown, reason: "name already collected"))
+                    continue
+                }
+                guard written == entry.size else {
+                    throw AirlockError(
+                        .guestFailed, "result file '\(shown)' is \(written) bytes, but its header said \(entry.size)")
+                }
+                report.files += 1
+                report.bytes += written
+                entries += 1
+            case .symlink:
+                let target = entry.linkTarget.map(Terminal.escapeBytes) ?? ""
+                report.skipped.append(.init(path: shown, reason: "symbolic link to '\(target)' not collected"))
+            case .hardlink:
+                report.skipped.append(.init(path: shown, reason: "hard link not collected"))
+            case .fifo:
+                report.skipped.append(.init(path: shown, reason: "FIFO not collected"))
+            case .socket:
+                report.skipped.append(.init(path: shown, reason: "socket not collected"))
+            case .characterDevice, .blockDevice:
+                report.skipped.append(.init(path: shown, reason: "device node not collected"))
+            case .other:
+                report.skipped.append(.init(path: shown, reason: "unknown entry type not collected"))
+            }
+        }
+        return report
+    }
+
+    /// Splits a stored path into safe components, or nil when it must be
+    /// rejected: absolute, containing `..`, a NUL, or an over-long name.
+    static func components(of path: [UInt8]) -> [String]? {
+        if path.first == UInt8(ascii: "/") || path.contains(0) || path.count > 4096 {
+            return nil
+        }
+        var result: [String] = []
+        for part in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            if part.elementsEqual([UInt8(ascii: ".")]) {
+                continue
+            }
+            if part.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) || part.count > 255 {
+                return nil
+            }
+            // Names are kept byte for byte; invalid UTF-8 is rejected rather than altered.
+            guard let name = String(validating: part, as: UTF8.self) else {
+                return nil
+            }
+            result.append(name)
+        }
+        return result
+    }
+
+    /// Opens each folder of `path` below `root` without following links,
+    /// creating missing ones, and passes the innermost descriptor to `body`.
+    private func withParent<T>(_ root: Int32, _ path: ArraySlice<String>, _ body: (Int32) throws -> T) throws -> T {
+        var current = root
+        var opened: [Int32] = []
+        defer { opened.forEach { close($0) } }
+        for name in path {
+            if mkdirat(current, name, 0o755) != 0 && errno != EEXIST {
+                throw AirlockError(.internalError, "cannot create folder '\(Terminal.escape(name))'", cause: POSIXFailure())
+            }
+            let next = openat(current, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard next >= 0 else {
+                throw AirlockError(
+                    .guestFailed, "result path '\(Terminal.escape(name))' is not a folder", cause: POSIXFailure())
+            }
+            opened.append(next)
+            current = next
+        }
+        return try body(current)
+    }
+
+    /// Writes one file's data; returns nil when the name is taken already.
+    private func writeFile(
+        _ entry: TarEntry, name: String, in parent: Int32, from reader: TarReader,
+        buffer: UnsafeMutableRawBufferPointer
+    ) throws -> Int64? {
+        let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if fd < 0 && errno == EEXIST {
+            return nil
+        }
+        guard fd >= 0 else {
+            throw AirlockError(.internalError, "cannot create result file '\(Terminal.escape(name))'", cause: POSIXFailure())
+        }
+        defer { close(fd) }
+        var total: Int64 = 0
+        while true {
+            let count = try reader.read(into: buffer)
+            if count == 0 { break }
+            total += Int64(count)
+            if total > entry.size {
+                break
+            }
+            var offset = 0
+            while offset < count {
+                let written = write(fd, buffer.baseAddress?.advanced(by: offset), count - offset)
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else {
+                    throw AirlockError(.internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
+                }
+                offset += written
+            }
+        }
+        _ = fchmod(fd, mode_t((entry.mode & 0o777) | 0o600))
+        return total
+    }
+}
+
+/// The current `errno` as an error.
+struct POSIXFailure: Error, CustomStringConvertible, Sendable {
+    let code: Int32
+    init(code: Int32 = errno) { self.code = code }
+    var description: String { String(cString: strerror(code)) }
+}
+
+/// Human byte counts (binary units).
+public enum Sizes {
+    public static func format(_ bytes: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 || value == value.rounded() {
+            return "\(Int64(value.rounded())) \(units[unit])"
+        }
+        return String(format: "%.1f %@", value, units[unit])
+    }
+
+    /// Parses "100", "100K", "512M", "1G", "10MiB" (binary units).
+    public static func parse(_ text: String) -> Int64? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let digits = trimmed.prefix { $0.isNumber }
+        guard let number = Int64(digits) else { return nil }
+        let suffix = trimmed.dropFirst(digits.count).lowercased()
+        let scale: Int64
+        switch suffix {
+        case "", "b": scale = 1
+        case "k", "kb", "kib": scale = 1 << 10
+        case "m", "mb", "mib": scale = 1 << 20
+        case "g", "gb", "gib": scale = 1 << 30
+        case "t", "tb", "tib": scale = 1 << 40
+        default: return nil
+        }
+        let (result, overflow) = number.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : result
+    }
+}

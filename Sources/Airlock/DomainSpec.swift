@@ -1,0 +1,153 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// Everything that goes into one job's libvirt domain, as typed values.
+///
+/// `xml()` renders the libvirt domain XML. The guest gets one user-mode NIC
+/// (QEMU's `restrict=on`: no egress, host included) whose SSH port is
+/// forwarded to 127.0.0.1 only, a serial console, a virtio RNG and nothing
+/// else: no disks shared with the host, no guest agent, no graphics, no USB.
+public struct DomainSpec: Sendable, Equatable {
+    /// libvirt's XML namespace for Airlock's `<metadata>` element.
+    public static let metadataNamespace = "https://airlock.invalid/xmlns/job/1"
+
+    public var name: String
+    public var jobID: String
+    public var accelerator: Accelerator
+    public var vcpus: Int
+    public var memoryMiB: Int
+    public var kernel: String
+    public var initrd: String
+    public var cmdline: String
+    /// The host file handed to the guest as fw_cfg `opt/airlock/keys`.
+    public var keysFile: String
+    /// The host port on 127.0.0.1 forwarded to the guest's port 22.
+    public var sshPort: Int
+
+    public init(
+        name: String, jobID: String, accelerator: Accelerator, vcpus: Int, memoryMiB: Int, kernel: String,
+        initrd: String, cmdline: String, keysFile: String, sshPort: Int
+    ) {
+        self.name = name
+        self.jobID = jobID
+        self.accelerator = accelerator
+        self.vcpus = vcpus
+        self.memoryMiB = memoryMiB
+        self.kernel = kernel
+        self.initrd = initrd
+        self.cmdline = cmdline
+        self.keysFile = keysFile
+        self.sshPort = sshPort
+    }
+
+    /// The QEMU `-netdev` value: user-mode networking, no egress, SSH on loopback.
+    public var netdev: String {
+        "user,id=airlocknet,restrict=on,hostfwd=tcp:127.0.0.1:\(sshPort)-:22"
+    }
+
+    /// The QEMU `-device` value for the NIC. q35 needs an explicit bus and
+    /// slot, and no option ROM is loaded (the guest boots its kernel directly).
+    public var nicDevice: String {
+        "virtio-net-pci,netdev=airlocknet,romfile=,bus=pcie.0,addr=0x10"
+    }
+
+    /// Renders the domain XML.
+    public func xml() -> String {
+        let domain = XMLElement(name: "domain")
+        domain.addAttribute(attribute("type", accelerator.libvirtDomainType))
+        domain.addNamespace(namespace("qemu", "http://libvirt.org/schemas/domain/qemu/1.0"))
+
+        domain.addChild(element("name", name))
+        let metadata = XMLElement(name: "metadata")
+        let job = XMLElement(name: "airlock:job")
+        job.addNamespace(namespace("airlock", Self.metadataNamespace))
+        job.addAttribute(attribute("id", jobID))
+        metadata.addChild(job)
+        domain.addChild(metadata)
+
+        domain.addChild(element("memory", String(memoryMiB), ["unit": "MiB"]))
+        domain.addChild(element("vcpu", String(vcpus)))
+
+        let sysinfo = element("sysinfo", nil, ["type": "fwcfg"])
+        sysinfo.addChild(element("entry", nil, ["name": "opt/airlock/keys", "file": keysFile]))
+        domain.addChild(sysinfo)
+
+        let os = XMLElement(name: "os")
+        os.addChild(element("type", "hvm", ["arch": "x86_64", "machine": "q35"]))
+        os.addChild(element("kernel", kernel))
+        os.addChild(element("initrd", initrd))
+        os.addChild(element("cmdline", cmdline))
+        domain.addChild(os)
+
+        let features = XMLElement(name: "features")
+        features.addChild(XMLElement(name: "acpi"))
+        domain.addChild(features)
+        if accelerator == .kvm {
+            domain.addChild(element("cpu", nil, ["mode": "host-passthrough"]))
+        }
+
+        // Any attempt to reboot, power off or crash ends the guest for good.
+        domain.addChild(element("on_poweroff", "destroy"))
+        domain.addChild(element("on_reboot", "destroy"))
+        domain.addChild(element("on_crash", "destroy"))
+
+        let devices = XMLElement(name: "devices")
+        devices.addChild(element("serial", nil, ["type": "pty"]))
+        devices.addChild(element("console", nil, ["type": "pty"]))
+        let rng = element("rng", nil, ["model": "virtio"])
+        rng.addChild(element("backend", "/dev/urandom", ["model": "random"]))
+        devices.addChild(rng)
+        devices.addChild(element("controller", nil, ["type": "usb", "model": "none"]))
+        devices.addChild(element("memballoon", nil, ["model": "none"]))
+        domain.addChild(devices)
+
+        // libvirt 9 has no XML for restrict=on user networking, so the NIC is
+        // passed to QEMU directly.
+        let commandline = XMLElement(name: "qemu:commandline")
+        for argument in ["-netdev", netdev, "-device", nicDevice] {
+            commandline.addChild(element("qemu:arg", nil, ["value": argument]))
+        }
+        domain.addChild(commandline)
+
+        let document = XMLDocument(rootElement: domain)
+        return document.xmlString(options: [.nodePrettyPrint])
+    }
+
+    private func element(_ name: String, _ text: String?, _ attributes: [String: String] = [:]) -> XMLElement {
+        let node = XMLElement(name: name)
+        if let text {
+            node.stringValue = text
+        }
+        for key in attributes.keys.sorted() {
+            node.addAttribute(attribute(key, attributes[key] ?? ""))
+        }
+        return node
+    }
+
+    private func attribute(_ name: String, _ value: String) -> XMLNode {
+        let node = XMLNode(kind: .attribute)
+        node.name = name
+        node.stringValue = value
+        return node
+    }
+
+    private func namespace(_ prefix: String, _ uri: String) -> XMLNode {
+        let node = XMLNode(kind: .namespace)
+        node.name = prefix
+        node.stringValue = uri
+        return node
+    }
+}
+
+/// How guests are run: hardware virtualization or QEMU's emulator.
+public enum Accelerator: String, Sendable, Codable, CaseIterable {
+    case kvm
+    case tcg
+
+    /// The `type` attribute of a libvirt `<domain>`.
+    public var libvirtDomainType: String {
+        self == .kvm ? "kvm" : "qemu"
+    }
+}

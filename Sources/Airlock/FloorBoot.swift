@@ -1,0 +1,119 @@
+import Foundation
+import SSH
+
+/// The floor a job's start-up is measured against: QEMU started by hand (no
+/// libvirt, no Airlock) on the same kernel, initramfs and devices, timed
+/// until the guest's SSH banner arrives on the forwarded port.
+public struct FloorBoot: Sendable {
+    public let image: Image
+    public let accelerator: Accelerator
+    public let memoryMiB: Int
+    public let workFolder: URL
+
+    public init(image: Image, accelerator: Accelerator, memoryMiB: Int, workFolder: URL) {
+        self.image = image
+        self.accelerator = accelerator
+        self.memoryMiB = memoryMiB
+        self.workFolder = workFolder
+    }
+
+    /// Boots once and returns the seconds from spawning QEMU to the SSH banner.
+    public func measure(timeout: Duration = .seconds(120)) throws -> Double {
+        let keys = workFolder.appendingPathComponent("floor-keys-\(getpid())")
+        let hostKey = try KeyPair.generate()
+        let clientKey = try KeyPair.generate()
+        let bundle =
+            "hostkey \(Data(hostKey.dropbearPrivateKey).base64EncodedString())\n"
+            + "authorized \(clientKey.authorizedKey())\n"
+        guard FileManager.default.createFile(
+            atPath: keys.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
+        else {
+            throw AirlockError(.internalError, "cannot write '\(keys.path)'")
+        }
+        defer { try? FileManager.default.removeItem(at: keys) }
+
+        let port = try PortAllocator.freeLoopbackPort()
+        let spec = DomainSpec(
+            name: "floor", jobID: "floor", accelerator: accelerator, vcpus: 1, memoryMiB: memoryMiB,
+            kernel: image.kernelURL.path, initrd: image.initrdURL.path, cmdline: image.cmdline,
+            keysFile: keys.path, sshPort: port)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
+        process.arguments = [
+            "-machine", "q35,accel=\(accelerator.rawValue)", "-m", "\(memoryMiB)", "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+            "-kernel", image.kernelURL.path, "-initrd", image.initrdURL.path, "-append", image.cmdline,
+            "-fw_cfg", "name=opt/airlock/keys,file=\(keys.path)",
+            "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+            "-netdev", spec.netdev, "-device", spec.nicDevice,
+        ] + (accelerator == .kvm ? ["-cpu", "host"] : [])
+        let console = Pipe()
+        process.standardOutput = console
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+
+        let start = ContinuousClock.now
+        try process.run()
+        defer {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        let deadline = start + timeout
+        try waitForLine("airlock: ready", on: console.fileHandleForReading.fileDescriptor, deadline: deadline)
+        try readBanner(port: port, deadline: deadline)
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    private func waitForLine(_ line: String, on fd: Int32, deadline: ContinuousClock.Instant) throws {
+        var seen = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let needle = Array(line.utf8)
+        while true {
+            let left = deadline - .now
+            guard left > .zero else {
+                throw AirlockError(.timeout, "the floor guest did not become ready")
+            }
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+            guard poll(&fds, 1, Int32(clamping: left.components.seconds * 1000 + 1)) > 0 else { continue }
+            let count = read(fd, &buffer, buffer.count)
+            guard count > 0 else {
+                throw AirlockError(.guestFailed, "the floor QEMU exited before its guest was ready")
+            }
+            seen += buffer[0..<count]
+            if seen.count >= needle.count,
+                (0...(seen.count - needle.count)).contains(where: { seen[$0..<($0 + needle.count)].elementsEqual(needle) })
+            {
+                return
+            }
+            if seen.count > 65536 {
+                seen.removeFirst(seen.count - 1024)
+            }
+        }
+    }
+
+    private func readBanner(port: Int, deadline: ContinuousClock.Instant) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else {
+            throw AirlockError(.guestFailed, "cannot connect to the floor guest", cause: POSIXFailure())
+        }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+        let left = max(1, Int32(clamping: (deadline - .now).components.seconds * 1000))
+        guard poll(&fds, 1, left) > 0, read(fd, &buffer, buffer.count) > 4,
+            buffer.starts(with: Array("SSH-".utf8))
+        else {
+            throw AirlockError(.guestFailed, "the floor guest sent no SSH banner")
+        }
+    }
+}

@@ -1,0 +1,63 @@
+/// The shell text Airlock sends to a guest over SSH.
+///
+/// Every user-supplied value is passed as a single-quoted shell word, so
+/// spaces, quotes, `$`, backslashes, newlines and non-ASCII bytes arrive
+/// exactly as given.
+enum GuestScript {
+    /// The guest folder a workload is unpacked into.
+    static let workFolder = "/work"
+    /// The cgroup every job command runs in, so that all of it can be killed.
+    static let jobCgroup = "/sys/fs/cgroup/job"
+
+    /// Quotes one word for a POSIX shell.
+    static func quote(_ word: String) -> String {
+        "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// Unpacks a tar stream from standard input into the work folder.
+    static func unpack() -> String {
+        "mkdir -p \(workFolder) && cd \(workFolder) && tar -x -f -"
+    }
+
+    /// Runs the job's command in the work folder, inside the job cgroup.
+    ///
+    /// The command itself becomes the session's process (through `exec`),
+    /// so the SSH server reports its own exit code or signal. A watcher left
+    /// outside the cgroup kills everything the command started once the
+    /// command is gone: background processes cannot outlive it and hold the
+    /// output streams open.
+    static func run(command: [String], environment: [(String, String)]) -> String {
+        var lines = [
+            "cd \(workFolder) || exit 126",
+            "airlock_pid=$$",
+            "( exec </dev/null >/dev/null 2>&1; while kill -0 $airlock_pid; do usleep 20000; done;"
+                + " echo 1 >\(jobCgroup)/cgroup.kill ) &",
+            "echo $$ >\(jobCgroup)/cgroup.procs",
+            "unset airlock_pid",
+        ]
+        for (name, value) in environment {
+            lines.append("export \(name)=\(quote(value))")
+        }
+        lines.append("exec " + command.map(quote).joined(separator: " "))
+        return lines.joined(separator: "\n")
+    }
+
+    /// Kills every process of the job command.
+    static func killJob() -> String {
+        "echo 1 >\(jobCgroup)/cgroup.kill"
+    }
+
+    /// Streams the collect folder as a tar archive on standard output. A
+    /// missing folder is an empty archive, not an error.
+    static func pack(folder: String) -> String {
+        let quoted = quote(folder)
+        return "if [ -d \(quoted) ]; then cd \(quoted) && tar -c -f - .; else head -c 1024 /dev/zero; fi"
+    }
+
+    /// Whether a name can be exported as an environment variable.
+    static func isValidEnvironmentName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic)
+        else { return false }
+        return name.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && $0.properties.isAlphabetic) || ("0"..."9").contains($0) }
+    }
+}

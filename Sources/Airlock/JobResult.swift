@@ -1,0 +1,88 @@
+import Foundation
+
+/// What a job ended as. Written to `result.json` in the result folder.
+public struct JobResult: Sendable, Codable, Equatable {
+    /// The job's final state.
+    public enum State: String, Sendable, Codable {
+        /// The command ran and exited 0.
+        case succeeded
+        /// The command exited non-zero or died of a signal, or Airlock could not run it.
+        case failed
+        /// The command ran past its timeout and was killed.
+        case timedOut = "timed_out"
+        /// The user stopped the job.
+        case canceled
+    }
+
+    /// How long each phase took, in seconds.
+    public struct Phases: Sendable, Codable, Equatable {
+        public var define: Double?
+        public var bootToSSH: Double?
+        public var upload: Double?
+        public var run: Double?
+        public var collect: Double?
+        public var destroy: Double?
+        public var total: Double?
+    }
+
+    public var jobID: String
+    public var state: State
+    /// The command's exit code, when it exited.
+    public var exitCode: Int32?
+    /// The signal that ended the command (e.g. "KILL"), when it died of one.
+    public var signal: String?
+    /// Why the job failed, when Airlock could not run it or stopped it.
+    public var error: String?
+    public var image: String
+    public var host: String
+    public var accelerator: String?
+    public var phases = Phases()
+    public var startedAt: Date
+    public var finishedAt: Date?
+    public var stdoutBytes: Int64 = 0
+    public var stderrBytes: Int64 = 0
+    public var stdoutTruncated = false
+    public var stderrTruncated = false
+    public var collected: CollectReport?
+
+    /// The exit code `airlock run` reports for this result.
+    public var processExitCode: Int32 {
+        switch state {
+        case .succeeded: return 0
+        case .timedOut: return ExitCode.timedOut
+        case .canceled: return ExitCode.canceled
+        case .failed:
+            if let exitCode { return exitCode }
+            if let signal { return 128 + (Signals.number(of: signal) ?? 0) }
+            return ExitCode.jobFailed
+        }
+    }
+}
+
+/// The process exit codes Airlock uses for its own outcomes. Workload exit
+/// codes pass through; a death by signal N is 128+N.
+public enum ExitCode {
+    public static let usage: Int32 = 64
+    public static let imageInvalid: Int32 = 66
+    public static let hostUnavailable: Int32 = 69
+    public static let internalError: Int32 = 70
+    public static let timedOut: Int32 = 124
+    public static let jobFailed: Int32 = 125
+    public static let canceled: Int32 = 130
+}
+
+/// Signal names as SSH sends them (without "SIG") and their Linux numbers.
+public enum Signals {
+    static let table: [String: Int32] = [
+        "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+        "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
+        "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
+        "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
+    ]
+
+    /// The Linux number of a signal name, with or without "SIG".
+    public static func number(of name: String) -> Int32? {
+        let bare = name.hasPrefix("SIG") ? String(name.dropFirst(3)) : name
+        return table[bare.uppercased()]
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+
+/// Everything one `airlock run` job needs, already validated by `validate()`.
+public struct JobSpec: Sendable {
+    /// Which acceleration to use; `auto` probes KVM once per host and remembers the answer.
+    public enum AcceleratorChoice: String, Sendable, CaseIterable {
+        case auto, kvm, tcg
+    }
+
+    public var image: String
+    /// The host folder copied to /work in the guest.
+    public var workload: URL
+    /// The command and its arguments, run in /work.
+    public var command: [String]
+    public var environment: [(String, String)] = []
+    /// Wall-clock limit for the command alone (not boot or transfer).
+    public var timeout: Duration = .seconds(3600)
+    /// Limit from domain start until SSH is usable.
+    public var bootTimeout: Duration = .seconds(60)
+    public var vcpus = 1
+    public var memoryMiB = 512
+    /// The guest folder brought back as `out/`.
+    public var collectPath = "/work/out"
+    public var resultsFolder: URL?
+    public var accelerator: AcceleratorChoice = .auto
+    public var connectURI = "qemu:///system"
+    public var stateFolder: URL
+    public var imagesFolder: URL?
+    /// Bytes of each output stream kept in the result folder.
+    public var maxOutputBytes: Int64 = 1 << 30
+    public var collectLimits = CollectLimits.default
+
+    public init(image: String, workload: URL, command: [String], stateFolder: URL) {
+        self.image = image
+        self.workload = workload
+        self.command = command
+        self.stateFolder = stateFolder
+    }
+
+    /// The image catalog this spec reads from.
+    public var catalog: ImageCatalog {
+        ImageCatalog(root: imagesFolder ?? stateFolder.appendingPathComponent("images"))
+    }
+
+    /// Checks what can be checked without a host.
+    ///
+    /// - Throws: `AirlockError.Code.invalidArgument` naming the bad value.
+    public func validate() throws(AirlockError) {
+        guard !command.isEmpty, !command[0].isEmpty else {
+            throw AirlockError(
+                .invalidArgument, "no command given",
+                hint: "put the command after '--', for example: airlock run --image tiny --workload DIR -- sh run.sh")
+        }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder), isFolder.boolValue else {
+            throw AirlockError(
+                .invalidArgument, "workload folder '\(workload.path)' does not exist",
+                hint: "pass an existing folder with --workload; its contents are copied to /work in the guest")
+        }
+        guard timeout > .zero else {
+            throw AirlockError(.invalidArgument, "the timeout must be positive", hint: "for example --timeout 10m")
+        }
+        guard bootTimeout > .zero else {
+            throw AirlockError(.invalidArgument, "the boot timeout must be positive", hint: "for example --boot-timeout 60s")
+        }
+        guard vcpus >= 1, vcpus <= 64 else {
+            throw AirlockError(.invalidArgument, "'\(vcpus)' vCPUs is out of range (1 to 64)")
+        }
+        guard memoryMiB >= 64 else {
+            throw AirlockError(.invalidArgument, "'\(memoryMiB) MiB' of memory is too little (at least 64 MiB)")
+        }
+        for (name, value) in environment {
+            guard GuestScript.isValidEnvironmentName(name) else {
+                throw AirlockError(
+                    .invalidArgument, "'\(name)' is not a valid environment variable name",
+                    hint: "names use letters, digits and '_', and do not start with a digit")
+            }
+            guard !value.utf8.contains(0) else {
+                throw AirlockError(.invalidArgument, "the value of '\(name)' contains a NUL byte")
+            }
+        }
+        guard collectPath.hasPrefix("/") else {
+            throw AirlockError(.invalidArgument, "the collect path '\(collectPath)' must be an absolute guest path")
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import Airlock
+import AirlockLog
+import Foundation
+
+/// Renders a job result for people (one summary line) or scripts (JSON).
+enum ResultRendering {
+    static func summary(_ result: JobResult, folder: String) -> String {
+        var outcome: String
+        switch result.state {
+        case .succeeded: outcome = "succeeded"
+        case .failed:
+            if let code = result.exitCode {
+                outcome = "failed: command exited with status \(code)"
+            } else if let signal = result.signal {
+                outcome = "failed: command killed by signal \(signal)"
+            } else {
+                outcome = "failed: \(result.error ?? "unknown error")"
+            }
+        case .timedOut: outcome = "timed out: \(result.error ?? "")"
+        case .canceled: outcome = "canceled"
+        }
+        var line = "airlock: job \(result.jobID) \(outcome)"
+        if let total = result.phases.total {
+            line += String(format: " (%.1f s", total)
+            if let accelerator = result.accelerator { line += ", \(accelerator)" }
+            line += ")"
+        }
+        line += "; results in \(folder)"
+        if result.stdoutTruncated || result.stderrTruncated {
+            line += "\nairlock: output over --max-output was not kept (stdout \(result.stdoutBytes) bytes, "
+                + "stderr \(result.stderrBytes) bytes received)"
+        }
+        if let collected = result.collected {
+            for skipped in collected.skipped.prefix(10) {
+                line += "\nairlock: not collected: '\(skipped.path)': \(skipped.reason)"
+            }
+            if collected.skipped.count > 10 {
+                line += "\nairlock: ... and \(collected.skipped.count - 10) more (see result.json)"
+            }
+            if let limit = collected.limitReached {
+                line += "\nairlock: collection stopped: \(limit)"
+            }
+        }
+        return line
+    }
+
+    static func json(_ result: JobResult) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return ((try? encoder.encode(result)) ?? Data("{}".utf8)) + Data("\n".utf8)
+    }
+}
+
+/// Raw writes to the process's standard streams.
+enum Output {
+    static func write(_ bytes: UnsafeRawBufferPointer, to fd: Int32) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = Glibc.write(fd, bytes.baseAddress?.advanced(by: offset), bytes.count - offset)
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 { return }
+            offset += written
+        }
+    }
+
+    static func write(_ data: Data, to fd: Int32) {
+        data.withUnsafeBytes { write($0, to: fd) }
+    }
+
+    /// One line of Airlock's own to stderr, control characters escaped
+    /// line by line.
+    static func note(_ text: String) {
+        let safe = text.split(separator: "\n", omittingEmptySubsequences: false).map { Terminal.escape(String($0)) }
+        write(Data((safe.joined(separator: "\n") + "\n").utf8), to: STDERR_FILENO)
+    }
+}

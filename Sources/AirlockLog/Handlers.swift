@@ -1,0 +1,77 @@
+import Foundation
+import Synchronization
+
+/// Writes records to standard error: the message alone, or with a timestamp,
+/// level and metadata in verbose mode. Control characters are escaped so that
+/// nothing a guest supplies can drive the terminal.
+public struct StderrLogHandler: LogHandler {
+    private let verbose: Bool
+
+    public init(verbose: Bool) {
+        self.verbose = verbose
+    }
+
+    public func write(_ record: LogRecord) {
+        var line: String
+        if verbose {
+            let stamp = record.date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+            line = "\(stamp) \(record.level) \(record.label): \(record.message)"
+            for key in record.metadata.keys.sorted() {
+                line += " \(key)=\(record.metadata[key] ?? "")"
+            }
+        } else {
+            let prefix = record.level >= .warning ? "\(record.level): " : ""
+            line = prefix + record.message
+        }
+        FileHandle.standardError.write(Data((Terminal.escape(line) + "\n").utf8))
+    }
+}
+
+/// Keeps records in memory, for tests.
+public final class InMemoryLogHandler: LogHandler {
+    private let storage = Mutex<[LogRecord]>([])
+
+    public init() {}
+
+    public func write(_ record: LogRecord) {
+        storage.withLock { $0.append(record) }
+    }
+
+    /// Every record written so far.
+    public var records: [LogRecord] { storage.withLock { $0 } }
+}
+
+/// Makes untrusted text safe to print on a terminal.
+public enum Terminal {
+    /// Replaces control characters (C0, DEL, C1) with visible escapes such as `\x1b`.
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.count)
+        for scalar in text.unicodeScalars {
+            let value = scalar.value
+            if value < 0x20 || value == 0x7f || (0x80...0x9f).contains(value) {
+                switch value {
+                case 0x0a: out += "\\n"
+                case 0x09: out += "\\t"
+                case 0x0d: out += "\\r"
+                default: out += String(format: "\\x%02x", value)
+                }
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}
+
+extension Terminal {
+    /// Escapes raw bytes for display: valid UTF-8 is kept (control characters
+    /// escaped), other bytes are shown as `\xNN`.
+    public static func escapeBytes(_ bytes: [UInt8]) -> String {
+        if let text = String(validating: bytes, as: UTF8.self) {
+            return escape(text)
+        }
+        return bytes.map { $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }
+            .joined()
+    }
+}

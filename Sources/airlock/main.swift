@@ -1,0 +1,4 @@
+import AirlockCLI
+import Foundation
+
+exit(AirlockCLI.main(Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment))
