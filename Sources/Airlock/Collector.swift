@@ -58,6 +58,7 @@ struct Collector {
 
         var report = CollectReport()
         var entries = 0
+        var skippedLinks: Set<String> = []
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
         defer { buffer.deallocate() }
 
@@ -69,6 +70,13 @@ struct Collector {
             }
             if components.isEmpty {
                 continue  // the collect folder itself ("./")
+            }
+            // Nothing is collected below a link that was refused.
+            if let link = (1..<max(1, components.count)).lazy.map({ components.prefix($0).joined(separator: "/") })
+                .first(where: { skippedLinks.contains($0) })
+            {
+                report.skipped.append(.init(path: shown, reason: "inside symbolic link '\(Terminal.escape(link))'"))
+                continue
             }
             if entries >= limits.maxEntries {
                 report.limitReached = "more than \(limits.maxEntries) entries"
@@ -108,6 +116,7 @@ struct Collector {
                 report.bytes += written
                 entries += 1
             case .symlink:
+                skippedLinks.insert(components.joined(separator: "/"))
                 let target = entry.linkTarget.map(Terminal.escapeBytes) ?? ""
                 report.skipped.append(.init(path: shown, reason: "symbolic link to '\(target)' not collected"))
             case .hardlink:

@@ -102,6 +102,42 @@ public final class TarWriter {
         return count
     }
 
+    /// Adds one entry exactly as given: any name, kind and link target. This
+    /// is how tests build hostile archives; `appendContents(of:)` is the
+    /// normal path.
+    public func append(path: String, kind: TarEntry.Kind, mode: UInt32 = 0o644, data: [UInt8] = [],
+                       linkTarget: String? = nil, size: Int64? = nil) throws {
+        guard let entry = archive_entry_new() else {
+            throw ArchiveError(message: "libarchive could not allocate an entry")
+        }
+        defer { archive_entry_free(entry) }
+        archive_entry_set_pathname(entry, path)
+        archive_entry_set_perm(entry, mode_t(mode))
+        switch kind {
+        case .file: archive_entry_set_filetype(entry, airlock_ae_ifreg)
+        case .directory: archive_entry_set_filetype(entry, airlock_ae_ifdir)
+        case .symlink:
+            archive_entry_set_filetype(entry, airlock_ae_iflnk)
+            archive_entry_set_symlink(entry, linkTarget ?? "")
+        case .hardlink:
+            archive_entry_set_filetype(entry, airlock_ae_ifreg)
+            archive_entry_set_hardlink(entry, linkTarget ?? "")
+        case .fifo: archive_entry_set_filetype(entry, airlock_ae_ififo)
+        case .socket: archive_entry_set_filetype(entry, airlock_ae_ifsock)
+        case .characterDevice: archive_entry_set_filetype(entry, airlock_ae_ifchr)
+        case .blockDevice: archive_entry_set_filetype(entry, airlock_ae_ifblk)
+        case .other: archive_entry_set_filetype(entry, airlock_ae_ifreg)
+        }
+        archive_entry_set_size(entry, kind == .file ? (size ?? Int64(data.count)) : 0)
+        try writeHeader(entry)
+        if kind == .file && !data.isEmpty {
+            let written = data.withUnsafeBytes { archive_write_data(archive, $0.baseAddress, $0.count) }
+            if written != data.count {
+                throw context.error ?? ArchiveError.last(archive, "append")
+            }
+        }
+    }
+
     /// Ends the stream (writes the trailer) and flushes it to the sink.
     public func finish() throws {
         if archive_write_close(archive) != ARCHIVE_OK {

@@ -1,0 +1,72 @@
+#!/bin/sh
+# One command from a fresh Debian 12 machine to a finished Airlock job:
+# installs the packages, starts libvirtd if it is not running, builds the
+# tiny guest image and the airlock CLI, then runs examples/hello.
+#
+#   sudo scripts/setup.sh            # everything, then the example job
+#   sudo scripts/setup.sh --no-run   # everything but the example job
+#
+# Environment: AIRLOCK_STATE_DIR (default /var/lib/airlock) is where images,
+# the acceleration cache and per-job files live.
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=${AIRLOCK_STATE_DIR:-/var/lib/airlock}
+run_example=1
+[ "${1:-}" = "--no-run" ] && run_example=0
+
+say() { echo "setup: $*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (it installs packages and starts libvirtd): sudo $0" >&2
+    exit 1
+fi
+
+# 1. Packages: libvirt and QEMU, the C libraries Airlock links, and what the
+#    image recipe unpacks. Installing only when something is missing keeps
+#    re-runs fast.
+packages="libvirt-daemon-system libvirt-dev libssh2-1-dev libarchive-dev libssl-dev pkg-config
+    qemu-system-x86 qemu-utils cpio tini openssh-server openssh-client iproute2 procps kmod"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    say "installing:$missing"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+if ! command -v swift >/dev/null 2>&1; then
+    echo "setup: the Swift toolchain (6.0 or later) is not on PATH; install it from swift.org and re-run" >&2
+    exit 1
+fi
+
+# 2. libvirtd. Under systemd it is a unit; elsewhere (containers, CI) it is
+#    started here, under tini as a child subreaper so that QEMU processes are
+#    reaped the moment they exit (otherwise a destroy waits on this machine's
+#    init, about 1.5 s per guest).
+"$repo/scripts/start-libvirtd.sh"
+
+# 3. The tiny guest image, rebuilt only when its recipe changed.
+image="$state/images/tiny"
+want=$(cat "$repo/images/tiny/build.sh" "$repo/images/tiny/init" | sha256sum | cut -d' ' -f1)
+have=$(sed -n 's/.*"recipeHash": "sha256:\([0-9a-f]*\)".*/\1/p' "$image/manifest.json" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+    say "building the tiny image in $image"
+    "$repo/images/tiny/build.sh" "$image"
+else
+    say "tiny image is up to date"
+fi
+
+# 4. The CLI.
+say "building airlock"
+(cd "$repo" && swift build -c release --product airlock)
+ln -sf "$repo/.build/release/airlock" /usr/local/bin/airlock
+say "installed /usr/local/bin/airlock"
+
+# 5. The example job.
+if [ "$run_example" -eq 1 ]; then
+    say "running examples/hello"
+    cd "$repo"
+    airlock run --image tiny --workload examples/hello -- sh run.sh
+fi
