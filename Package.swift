@@ -31,6 +31,6 @@ let package = Package(
         .testTarget(name: "ArchiveTests", dependencies: ["Archive"]),
         .testTarget(name: "AirlockTests", dependencies: ["Airlock", "AirlockLog"]),
         .testTarget(name: "AirlockCLITests", dependencies: ["AirlockCLI"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Airlock", "AirlockLog"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Airlock", "Libvirt", "SSH"]),
     ]
 )
