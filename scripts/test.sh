@@ -8,5 +8,6 @@ set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
 "$repo/scripts/setup.sh" --no-run
 cd "$repo"
+swift format lint --strict -r Sources Tests Package.swift
 swift build --build-tests
 swift test --skip-build "$@"

@@ -48,7 +48,8 @@ struct Collector {
     /// Unpacks everything `reader` yields under `destination`, which must not exist yet.
     func collect(from reader: TarReader, into destination: URL) throws -> CollectReport {
         guard mkdir(destination.path, 0o755) == 0 || errno == EEXIST else {
-            throw AirlockError(.internalError, "cannot create result folder '\(destination.path)'", cause: POSIXFailure())
+            throw AirlockError(
+                .internalError, "cannot create result folder '\(destination.path)'", cause: POSIXFailure())
         }
         let root = open(destination.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard root >= 0 else {
@@ -102,7 +103,8 @@ struct Collector {
                     return report
                 }
                 let written = try withParent(root, components.dropLast()) { parent in
-                    try writeFile(entry, name: components[components.count - 1], in: parent, from: reader, buffer: buffer)
+                    try writeFile(
+                        entry, name: components[components.count - 1], in: parent, from: reader, buffer: buffer)
                 }
                 guard let written else {
                     report.skipped.append(.init(path: shown, reason: "name already collected"))
@@ -165,7 +167,8 @@ struct Collector {
         defer { opened.forEach { close($0) } }
         for name in path {
             if mkdirat(current, name, 0o755) != 0 && errno != EEXIST {
-                throw AirlockError(.internalError, "cannot create folder '\(Terminal.escape(name))'", cause: POSIXFailure())
+                throw AirlockError(
+                    .internalError, "cannot create folder '\(Terminal.escape(name))'", cause: POSIXFailure())
             }
             let next = openat(current, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard next >= 0 else {
@@ -188,7 +191,8 @@ struct Collector {
             return nil
         }
         guard fd >= 0 else {
-            throw AirlockError(.internalError, "cannot create result file '\(Terminal.escape(name))'", cause: POSIXFailure())
+            throw AirlockError(
+                .internalError, "cannot create result file '\(Terminal.escape(name))'", cause: POSIXFailure())
         }
         defer { close(fd) }
         var total: Int64 = 0
@@ -204,7 +208,8 @@ struct Collector {
                 let written = write(fd, buffer.baseAddress?.advanced(by: offset), count - offset)
                 if written < 0 && errno == EINTR { continue }
                 guard written > 0 else {
-                    throw AirlockError(.internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
+                    throw AirlockError(
+                        .internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
                 }
                 offset += written
             }

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 
 /// Everything that goes into one job's libvirt domain, as typed values.
@@ -99,7 +100,8 @@ public struct DomainSpec: Sendable, Equatable {
         let rng = element("rng", nil, ["model": "virtio"])
         rng.addChild(element("backend", "/dev/urandom", ["model": "random"]))
         // On the root bus, like the NIC: a guest finds devices behind bridges later.
-        rng.addChild(element("address", nil, ["type": "pci", "domain": "0", "bus": "0", "slot": "0x11", "function": "0"]))
+        rng.addChild(
+            element("address", nil, ["type": "pci", "domain": "0", "bus": "0", "slot": "0x11", "function": "0"]))
         devices.addChild(rng)
         devices.addChild(element("controller", nil, ["type": "usb", "model": "none"]))
         devices.addChild(element("memballoon", nil, ["model": "none"]))

@@ -25,8 +25,9 @@ public struct FloorBoot: Sendable {
         let bundle =
             "hostkey \(Data(hostKey.dropbearPrivateKey).base64EncodedString())\n"
             + "authorized \(clientKey.authorizedKey())\n"
-        guard FileManager.default.createFile(
-            atPath: keys.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: keys.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
         else {
             throw AirlockError(.internalError, "cannot write '\(keys.path)'")
         }
@@ -39,14 +40,15 @@ public struct FloorBoot: Sendable {
             keysFile: keys.path, sshPort: port)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
-        process.arguments = [
-            "-machine", "q35,accel=\(accelerator.rawValue)", "-m", "\(memoryMiB)", "-smp", "1",
-            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-            "-kernel", image.kernelURL.path, "-initrd", image.initrdURL.path, "-append", image.cmdline,
-            "-fw_cfg", "name=opt/airlock/keys,file=\(keys.path)",
-            "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
-            "-netdev", spec.netdev, "-device", spec.nicDevice,
-        ] + (accelerator == .kvm ? ["-cpu", "host"] : [])
+        process.arguments =
+            [
+                "-machine", "q35,accel=\(accelerator.rawValue)", "-m", "\(memoryMiB)", "-smp", "1",
+                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+                "-kernel", image.kernelURL.path, "-initrd", image.initrdURL.path, "-append", image.cmdline,
+                "-fw_cfg", "name=opt/airlock/keys,file=\(keys.path)",
+                "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+                "-netdev", spec.netdev, "-device", spec.nicDevice,
+            ] + (accelerator == .kvm ? ["-cpu", "host"] : [])
         let console = Pipe()
         process.standardOutput = console
         process.standardError = FileHandle.nullDevice
@@ -82,7 +84,9 @@ public struct FloorBoot: Sendable {
             }
             seen += buffer[0..<count]
             if seen.count >= needle.count,
-                (0...(seen.count - needle.count)).contains(where: { seen[$0..<($0 + needle.count)].elementsEqual(needle) })
+                (0...(seen.count - needle.count)).contains(where: {
+                    seen[$0..<($0 + needle.count)].elementsEqual(needle)
+                })
             {
                 return
             }

@@ -46,7 +46,8 @@ public struct ImageCatalog: Sendable {
     public func names() -> [String] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
         return entries.filter {
-            FileManager.default.fileExists(atPath: root.appendingPathComponent($0).appendingPathComponent("manifest.json").path)
+            FileManager.default.fileExists(
+                atPath: root.appendingPathComponent($0).appendingPathComponent("manifest.json").path)
         }.sorted()
     }
 
@@ -80,7 +81,8 @@ public struct ImageCatalog: Sendable {
         }
         image.folder = folder
         guard image.boot == "kernel" else {
-            throw AirlockError(.unsupported, "image '\(name)' boots with '\(image.boot)', which this Airlock cannot run")
+            throw AirlockError(
+                .unsupported, "image '\(name)' boots with '\(image.boot)', which this Airlock cannot run")
         }
         for file in [image.kernel, image.initrd] {
             guard !file.contains("/"), file != "..",

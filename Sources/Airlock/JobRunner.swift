@@ -207,8 +207,9 @@ public final class JobRunner: @unchecked Sendable {
         let bundle =
             "hostkey \(Data(hostKey.dropbearPrivateKey).base64EncodedString())\n"
             + "authorized \(clientKey.authorizedKey())\n"
-        guard FileManager.default.createFile(
-            atPath: keysFile.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: keysFile.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
         else {
             throw AirlockError(.internalError, "cannot write the key file '\(keysFile.path)'")
         }
@@ -223,7 +224,7 @@ public final class JobRunner: @unchecked Sendable {
                 guest = try launch(
                     image: image, accelerator: accelerator, keysFile: keysFile, connection: connection,
                     hostKey: hostKey, clientKey: clientKey)
-            } catch where probing {
+            } catch  where probing {
                 logger.info(
                     "KVM could not start the guest; falling back to TCG emulation",
                     metadata: ["host.uri": connection.uri, "error": "\(error)"])
@@ -254,8 +255,9 @@ public final class JobRunner: @unchecked Sendable {
             guard ready else {
                 throw bootFailure(guest, deadlinePassed: !guest.console.hasEnded)
             }
-            if probing || (spec.accelerator == .auto && plan.first == .tcg && plan.probing == false
-                && cache.lookup(uri: connection.uri) == nil)
+            if probing
+                || (spec.accelerator == .auto && plan.first == .tcg && plan.probing == false
+                    && cache.lookup(uri: connection.uri) == nil)
             {
                 cache.remember(accelerator, uri: connection.uri)
             }
@@ -288,7 +290,7 @@ public final class JobRunner: @unchecked Sendable {
             do {
                 shared.withLock { $0.domain = name }
                 domain = try connection.createDomain(xml: spec.xml(), paused: true)
-            } catch where error.message.contains("host forwarding") && attempt < 5 {
+            } catch  where error.message.contains("host forwarding") && attempt < 5 {
                 logger.info("port taken, retrying with another", metadata: ["ssh.port": "\(port)"])
                 continue
             } catch {
@@ -345,7 +347,8 @@ public final class JobRunner: @unchecked Sendable {
             message += " (\(last))"
         }
         message += tail.isEmpty ? "; its console is empty" : "; last console lines:\n\(tail)"
-        return AirlockError(.guestFailed, message, hint: deadlinePassed ? "raise --boot-timeout if the host is slow" : nil)
+        return AirlockError(
+            .guestFailed, message, hint: deadlinePassed ? "raise --boot-timeout if the host is slow" : nil)
     }
 
     /// Upload, run, collect.
@@ -400,7 +403,8 @@ public final class JobRunner: @unchecked Sendable {
         let counted = Int(String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
         guard counted == entries + 1 else {
             throw AirlockError(
-                .guestFailed, "the guest holds \(counted.map { String($0 - 1) } ?? "?") workload entries, "
+                .guestFailed,
+                "the guest holds \(counted.map { String($0 - 1) } ?? "?") workload entries, "
                     + "\(entries) were sent")
         }
     }
@@ -508,7 +512,9 @@ public final class JobRunner: @unchecked Sendable {
             if status != .exited(0) {
                 logger.info(
                     "guest tar reported trouble while packing results",
-                    metadata: ["status": "\(status)", "stderr": Terminal.escape(String(decoding: errors, as: UTF8.self))])
+                    metadata: [
+                        "status": "\(status)", "stderr": Terminal.escape(String(decoding: errors, as: UTF8.self)),
+                    ])
             }
         }
         return report

@@ -61,7 +61,8 @@ public struct JobSpec: Sendable {
             throw AirlockError(.invalidArgument, "the timeout must be positive", hint: "for example --timeout 10m")
         }
         guard bootTimeout > .zero else {
-            throw AirlockError(.invalidArgument, "the boot timeout must be positive", hint: "for example --boot-timeout 60s")
+            throw AirlockError(
+                .invalidArgument, "the boot timeout must be positive", hint: "for example --boot-timeout 60s")
         }
         guard vcpus >= 1, vcpus <= 64 else {
             throw AirlockError(.invalidArgument, "'\(vcpus)' vCPUs is out of range (1 to 64)")

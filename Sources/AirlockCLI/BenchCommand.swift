@@ -82,7 +82,8 @@ struct BenchCommand {
             spec.resultsFolder = scratch.appendingPathComponent("job-\(index)")
             let result = try JobRunner(spec: spec, logger: logger).run()
             guard result.state == .succeeded else {
-                throw AirlockError(.guestFailed, "bench job \(index + 1) did not succeed: \(result.error ?? "\(result.state)")")
+                throw AirlockError(
+                    .guestFailed, "bench job \(index + 1) did not succeed: \(result.error ?? "\(result.state)")")
             }
             results.append(result)
             if accelerator == nil {
@@ -94,28 +95,34 @@ struct BenchCommand {
                 image: try catalog.image(named: image), accelerator: accelerator ?? .tcg, memoryMiB: spec.memoryMiB,
                 workFolder: scratch)
             floors.append(try floor.measure())
-            Output.note(String(format: "airlock: run %d of %d: job %.2f s, floor %.2f s", index + 1, runs,
-                               result.phases.total ?? 0, floors.last ?? 0))
+            Output.note(
+                String(
+                    format: "airlock: run %d of %d: job %.2f s, floor %.2f s", index + 1, runs,
+                    result.phases.total ?? 0, floors.last ?? 0))
         }
 
         let rows: [(String, KeyPath<JobResult.Phases, Double?>)] = [
             ("define", \.define), ("boot to SSH", \.bootToSSH), ("upload", \.upload), ("run", \.run),
             ("collect", \.collect), ("destroy", \.destroy), ("total", \.total),
         ]
-        var table = "Airlock bench: \(runs) runs of '\(workload)' on image '\(image)', accelerator "
+        var table =
+            "Airlock bench: \(runs) runs of '\(workload)' on image '\(image)', accelerator "
             + "\(accelerator?.rawValue ?? "?"), medians in seconds\n\n"
         table += "phase            airlock     floor\n"
         for (name, path) in rows {
             let value = median(results.compactMap { $0.phases[keyPath: path] })
-            let floorColumn = name == "boot to SSH" || name == "total" ? String(format: "%9.3f", median(floors)) : "        -"
-            table += name.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: "%9.3f", value)
+            let floorColumn =
+                name == "boot to SSH" || name == "total" ? String(format: "%9.3f", median(floors)) : "        -"
+            table +=
+                name.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: "%9.3f", value)
                 + "  " + floorColumn + "\n"
         }
         let total = median(results.compactMap { $0.phases.total })
         let floor = median(floors)
         table += "\nfloor: bare qemu-system-x86_64, same kernel, initramfs and devices, until the SSH banner\n"
-        table += String(format: "ratio total/floor: %.2f  (boot to SSH/floor: %.2f)\n", total / floor,
-                        median(results.compactMap { $0.phases.bootToSSH }) / floor)
+        table += String(
+            format: "ratio total/floor: %.2f  (boot to SSH/floor: %.2f)\n", total / floor,
+            median(results.compactMap { $0.phases.bootToSSH }) / floor)
         print(table, terminator: "")
         return 0
     }
@@ -123,6 +130,7 @@ struct BenchCommand {
     private func median(_ values: [Double]) -> Double {
         guard !values.isEmpty else { return .nan }
         let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 }

@@ -27,7 +27,8 @@ enum ResultRendering {
         }
         line += "; results in \(folder)"
         if result.stdoutTruncated || result.stderrTruncated {
-            line += "\nairlock: output over --max-output was not kept (stdout \(result.stdoutBytes) bytes, "
+            line +=
+                "\nairlock: output over --max-output was not kept (stdout \(result.stdoutBytes) bytes, "
                 + "stderr \(result.stderrBytes) bytes received)"
         }
         if let collected = result.collected {

@@ -48,7 +48,9 @@ struct RunCommand {
         var workload: String?
         var env: [(String, String)] = []
         var command = RunCommand(
-            spec: JobSpec(image: "", workload: URL(fileURLWithPath: "."), command: [], stateFolder: Defaults.stateFolder(environment)))
+            spec: JobSpec(
+                image: "", workload: URL(fileURLWithPath: "."), command: [],
+                stateFolder: Defaults.stateFolder(environment)))
         var images = environment["AIRLOCK_IMAGES"]
         while let option = reader.next() {
             guard let name = option.name else {
@@ -65,20 +67,24 @@ struct RunCommand {
                 }
                 env.append((String(pair[..<equals]), String(pair[pair.index(after: equals)...])))
             case "--timeout":
-                command.spec.timeout = try ValueParser.duration(try reader.value(for: name, inline: option.inline), option: name)
+                command.spec.timeout = try ValueParser.duration(
+                    try reader.value(for: name, inline: option.inline), option: name)
             case "--boot-timeout":
                 command.spec.bootTimeout = try ValueParser.duration(
                     try reader.value(for: name, inline: option.inline), option: name)
             case "--vcpus":
-                command.spec.vcpus = try ValueParser.integer(try reader.value(for: name, inline: option.inline), option: name)
+                command.spec.vcpus = try ValueParser.integer(
+                    try reader.value(for: name, inline: option.inline), option: name)
             case "--memory":
-                let bytes = try ValueParser.size(try reader.value(for: name, inline: option.inline), option: name, defaultUnit: 1 << 20)
+                let bytes = try ValueParser.size(
+                    try reader.value(for: name, inline: option.inline), option: name, defaultUnit: 1 << 20)
                 command.spec.memoryMiB = Int(bytes >> 20)
             case "--collect": command.spec.collectPath = try reader.value(for: name, inline: option.inline)
             case "--results":
                 command.spec.resultsFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
             case "--max-output":
-                command.spec.maxOutputBytes = try ValueParser.size(try reader.value(for: name, inline: option.inline), option: name)
+                command.spec.maxOutputBytes = try ValueParser.size(
+                    try reader.value(for: name, inline: option.inline), option: name)
             case "--max-results":
                 command.spec.collectLimits.maxBytes = try ValueParser.size(
                     try reader.value(for: name, inline: option.inline), option: name)
@@ -100,7 +106,8 @@ struct RunCommand {
             }
         }
         guard let workload else {
-            throw UsageError("missing --workload", hint: "pass the folder to copy into the guest, e.g. --workload examples/hello")
+            throw UsageError(
+                "missing --workload", hint: "pass the folder to copy into the guest, e.g. --workload examples/hello")
         }
         command.spec.image = image
         command.spec.workload = URL(fileURLWithPath: workload)

@@ -32,6 +32,7 @@ public final class TarReader {
     /// - Parameter source: Fills the buffer and returns the byte count, 0 at
     ///   the end of the stream. An error it throws ends reading and is
     ///   rethrown by the failing call.
+    /// - Throws: `ArchiveError` when libarchive cannot start reading.
     public init(source: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) throws(ArchiveError) {
         guard let archive = archive_read_new() else {
             throw ArchiveError(message: "libarchive could not allocate a reader")

@@ -12,6 +12,7 @@ public final class TarWriter {
 
     /// - Parameter sink: Receives every chunk of the stream, in order. An error
     ///   it throws stops the archive and is rethrown by the failing call.
+    /// - Throws: `ArchiveError` when libarchive cannot start writing.
     public init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws(ArchiveError) {
         guard let archive = archive_write_new() else {
             throw ArchiveError(message: "libarchive could not allocate a writer")
@@ -105,8 +106,10 @@ public final class TarWriter {
     /// Adds one entry exactly as given: any name, kind and link target. This
     /// is how tests build hostile archives; `appendContents(of:)` is the
     /// normal path.
-    public func append(path: String, kind: TarEntry.Kind, mode: UInt32 = 0o644, data: [UInt8] = [],
-                       linkTarget: String? = nil, size: Int64? = nil) throws {
+    public func append(
+        path: String, kind: TarEntry.Kind, mode: UInt32 = 0o644, data: [UInt8] = [],
+        linkTarget: String? = nil, size: Int64? = nil
+    ) throws {
         guard let entry = archive_entry_new() else {
             throw ArchiveError(message: "libarchive could not allocate an entry")
         }

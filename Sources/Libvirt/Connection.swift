@@ -47,8 +47,9 @@ public final class Connection: @unchecked Sendable {
 
     func pointer(_ operation: String = #function) throws(LibvirtError) -> OpaquePointer {
         guard let pointer = handle.withLock({ $0 }) else {
-            throw LibvirtError(code: Int32(VIR_ERR_INVALID_CONN.rawValue), domain: 0,
-                               message: "connection is closed", operation: operation)
+            throw LibvirtError(
+                code: Int32(VIR_ERR_INVALID_CONN.rawValue), domain: 0,
+                message: "connection is closed", operation: operation)
         }
         return pointer
     }
@@ -79,6 +80,7 @@ public final class Connection: @unchecked Sendable {
     ///   - xml: The domain XML.
     ///   - paused: Leave the virtual CPUs stopped until `Domain.resume()`.
     /// - Returns: The running (or paused) domain.
+    /// - Throws: `LibvirtError` with libvirt's reason when the domain cannot start.
     public func createDomain(xml: String, paused: Bool = false) throws(LibvirtError) -> Domain {
         let flags = paused ? VIR_DOMAIN_START_PAUSED.rawValue : 0
         let raw = try check(virDomainCreateXML(try pointer(), xml, flags))

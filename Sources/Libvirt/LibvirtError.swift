@@ -15,8 +15,9 @@ public struct LibvirtError: Error, CustomStringConvertible, Sendable {
 
     /// Whether the error says that the domain does not exist (any more).
     public var isNoDomain: Bool {
-        code == Int32(VIR_ERR_NO_DOMAIN.rawValue) || code == Int32(VIR_ERR_OPERATION_INVALID.rawValue)
-            && message.contains("not running")
+        code == Int32(VIR_ERR_NO_DOMAIN.rawValue)
+            || code == Int32(VIR_ERR_OPERATION_INVALID.rawValue)
+                && message.contains("not running")
     }
 
     /// Whether the error says the connection could not be made or was lost.

@@ -30,6 +30,8 @@ public final class Session {
     ///   - port: The TCP port.
     ///   - deadline: When to give up on connect and handshake.
     ///   - interrupt: Wakes blocked waits when fired.
+    ///   - keepaliveInterval: Seconds between keepalives once logged in.
+    ///   - deadAfter: Silence after which the connection counts as lost.
     /// - Throws: `SSHError` on socket, handshake, timeout or interrupt.
     public init(
         host: String, port: Int, deadline: ContinuousClock.Instant, interrupt: Interrupt? = nil,
@@ -83,7 +85,9 @@ public final class Session {
         guard let raw = libssh2_session_hostkey(session, &length, &type), length > 0 else {
             throw SSHError.last(session, "hostKeyBlob")
         }
-        return raw.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+        return raw.withMemoryRebound(to: UInt8.self, capacity: length) {
+            Array(UnsafeBufferPointer(start: $0, count: length))
+        }
     }
 
     /// Fails unless the server's host key is exactly `expected`.
@@ -241,7 +245,8 @@ public final class Session {
         }
         guard errno == EINPROGRESS else {
             let code = errno
-            throw SSHError(.socket, code: code, message: "connect to \(host):\(port): \(String(cString: strerror(code)))")
+            throw SSHError(
+                .socket, code: code, message: "connect to \(host):\(port): \(String(cString: strerror(code)))")
         }
         while true {
             if interrupt?.isFired == true {
@@ -261,7 +266,8 @@ public final class Session {
                 var length = socklen_t(MemoryLayout<Int32>.size)
                 _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
                 if code != 0 {
-                    throw SSHError(.socket, code: code, message: "connect to \(host):\(port): \(String(cString: strerror(code)))")
+                    throw SSHError(
+                        .socket, code: code, message: "connect to \(host):\(port): \(String(cString: strerror(code)))")
                 }
                 lastInbound = .now
                 return

@@ -61,7 +61,8 @@ struct RunCommandTests {
         }
     }
 
-    @Test("durations", arguments: [("90", 90.0), ("90s", 90), ("5m", 300), ("2h", 7200), ("1.5s", 1.5), ("1h30m", 5400)])
+    @Test(
+        "durations", arguments: [("90", 90.0), ("90s", 90), ("5m", 300), ("2h", 7200), ("1.5s", 1.5), ("1h30m", 5400)])
     func durations(_ text: String, _ seconds: Double) throws {
         #expect(try ValueParser.duration(text, option: "--timeout") == .milliseconds(Int64(seconds * 1000)))
     }

@@ -36,7 +36,9 @@ struct CollectorTests {
         var offset = 0
         let reader = try TarReader { buffer in
             let count = min(buffer.count, stream.count - offset)
-            stream.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)])) }
+            stream.withUnsafeBytes {
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)]))
+            }
             offset += count
             return count
         }

@@ -4,7 +4,7 @@ import Testing
 @testable import Airlock
 
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 
 @Suite("DomainSpec")

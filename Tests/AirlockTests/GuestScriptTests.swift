@@ -36,7 +36,9 @@ struct GuestScriptTests {
         #expect(script.hasSuffix("exec 'printf' '%s|%s' 'a b'"))
     }
 
-    @Test("environment names are checked", arguments: [("OK", true), ("_x1", true), ("1X", false), ("A-B", false), ("", false), ("A B", false)])
+    @Test(
+        "environment names are checked",
+        arguments: [("OK", true), ("_x1", true), ("1X", false), ("A-B", false), ("", false), ("A B", false)])
     func environmentNames(_ name: String, _ valid: Bool) {
         #expect(GuestScript.isValidEnvironmentName(name) == valid)
     }

@@ -15,7 +15,9 @@ struct TarRoundTripTests {
         var offset = 0
         let reader = try TarReader { buffer in
             let count = min(buffer.count, stream.count - offset, 777)  // odd chunk sizes on purpose
-            stream.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)])) }
+            stream.withUnsafeBytes {
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)]))
+            }
             offset += count
             return count
         }
@@ -36,14 +38,16 @@ struct TarRoundTripTests {
     func folderTree() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-tar-\(UUID())")
         defer { try? FileManager.default.removeItem(at: folder) }
-        try FileManager.default.createDirectory(at: folder.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: folder.appendingPathComponent("empty"), withIntermediateDirectories: true)
         let random = (0..<100_003).map { _ in UInt8.random(in: 0...255) }
         try Data(random).write(to: folder.appendingPathComponent("blob.bin"))
         try Data("#!/bin/sh\necho hi\n".utf8).write(to: folder.appendingPathComponent("run.sh"))
         chmod(folder.appendingPathComponent("run.sh").path, 0o755)
         try Data("s".utf8).write(to: folder.appendingPathComponent(".env"))
         chmod(folder.appendingPathComponent(".env").path, 0o600)
-        try FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent("link").path, withDestinationPath: "run.sh")
+        try FileManager.default.createSymbolicLink(
+            atPath: folder.appendingPathComponent("link").path, withDestinationPath: "run.sh")
         let long = String(repeating: "n", count: 150)
         try Data("x".utf8).write(to: folder.appendingPathComponent(long))
 
@@ -51,9 +55,10 @@ struct TarRoundTripTests {
         let entries = try roundTrip { count = try $0.appendContents(of: folder) }
         #expect(count == 6)
         // Folders are stored with a trailing slash, as tar does.
-        let byName = Dictionary(uniqueKeysWithValues: entries.map {
-            (String(decoding: $0.0.path, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "/")), $0)
-        })
+        let byName = Dictionary(
+            uniqueKeysWithValues: entries.map {
+                (String(decoding: $0.0.path, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "/")), $0)
+            })
         #expect(byName["blob.bin"]?.1 == random)
         #expect(byName["run.sh"]?.0.mode == 0o755)
         #expect(byName[".env"]?.0.mode == 0o600)

@@ -26,7 +26,9 @@ extension Integration {
 
         @Test("a missing workload folder")
         func missingWorkload() throws {
-            try expectUsage(["--workload", "/nonexistent/airlock", "--", "true"], "workload folder '/nonexistent/airlock' does not exist")
+            try expectUsage(
+                ["--workload", "/nonexistent/airlock", "--", "true"],
+                "workload folder '/nonexistent/airlock' does not exist")
         }
 
         @Test("no command")
@@ -36,25 +38,31 @@ extension Integration {
 
         @Test("a non-positive timeout", arguments: ["0", "-5", "0s"])
         func badTimeout(_ value: String) throws {
-            try expectUsage(["--workload", "examples/hello", "--timeout", value, "--", "true"], "timeout must be positive")
+            try expectUsage(
+                ["--workload", "examples/hello", "--timeout", value, "--", "true"], "timeout must be positive")
         }
 
         @Test("a timeout that is not a duration")
         func unparsableTimeout() throws {
-            try expectUsage(["--workload", "examples/hello", "--timeout", "soon", "--", "true"], "'soon' is not a duration")
+            try expectUsage(
+                ["--workload", "examples/hello", "--timeout", "soon", "--", "true"], "'soon' is not a duration")
         }
 
         @Test("libvirtd not reachable")
         func libvirtDown() throws {
             try expectUsage(
-                ["--connect", "qemu+unix:///system?socket=/nonexistent/libvirt-sock", "--workload", "examples/hello", "--", "true"],
+                [
+                    "--connect", "qemu+unix:///system?socket=/nonexistent/libvirt-sock", "--workload", "examples/hello",
+                    "--", "true",
+                ],
                 "cannot connect to libvirt", code: 69)
         }
 
         @Test("a host with no usable acceleration")
         func noAcceleration() throws {
             try expectUsage(
-                ["--connect", "test:///default", "--workload", "examples/hello", "--", "true"], "no usable acceleration", code: 69)
+                ["--connect", "test:///default", "--workload", "examples/hello", "--", "true"],
+                "no usable acceleration", code: 69)
         }
 
         @Test("an image whose files are missing")
@@ -67,7 +75,8 @@ extension Integration {
 
         @Test("an unknown option is named")
         func unknownOption() throws {
-            try expectUsage(["--workload", "examples/hello", "--frobnicate", "--", "true"], "unknown option '--frobnicate'")
+            try expectUsage(
+                ["--workload", "examples/hello", "--frobnicate", "--", "true"], "unknown option '--frobnicate'")
         }
     }
 }

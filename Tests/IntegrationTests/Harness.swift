@@ -62,7 +62,9 @@ enum Harness {
         _ arguments: [String], results: URL? = nil, environment: [String: String] = [:],
         afterLaunch: ((Process) -> Void)? = nil
     ) throws -> Outcome {
-        let folder = results ?? FileManager.default.temporaryDirectory
+        let folder =
+            results
+            ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("airlock-it-\(UUID().uuidString.prefix(8))")
         var full = ["run", "--results", folder.path]
         full += arguments
@@ -120,7 +122,8 @@ enum Harness {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         for (name, (contents, mode)) in files {
             let url = folder.appendingPathComponent(name)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(contents.utf8).write(to: url)
             chmod(url.path, mode_t(mode))
         }

@@ -14,7 +14,9 @@ extension Integration {
 
         @Test("the hello example succeeds with its output and result files")
         func helloExample() throws {
-            let outcome = try Harness.run(["--workload", "examples/hello", "--env", "HELLO_GREETING=hi there", "--", "sh", "run.sh"])
+            let outcome = try Harness.run([
+                "--workload", "examples/hello", "--env", "HELLO_GREETING=hi there", "--", "sh", "run.sh",
+            ])
             #expect(outcome.status == 0, "\(outcome.stderrText)")
             #expect(outcome.stdoutText.hasPrefix("hello from airlock"))
             #expect(try String(decoding: outcome.file("stderr"), as: UTF8.self) == "this line goes to stderr\n")
@@ -31,7 +33,9 @@ extension Integration {
 
         @Test("a non-zero exit is passed through and the job counts as failed")
         func exitThree() throws {
-            let outcome = try Harness.run(["--workload", "examples/hello", "--env", "HELLO_EXIT=3", "--", "sh", "run.sh"])
+            let outcome = try Harness.run([
+                "--workload", "examples/hello", "--env", "HELLO_EXIT=3", "--", "sh", "run.sh",
+            ])
             #expect(outcome.status == 3)
             let result = try outcome.result()
             #expect(result["state"] as? String == "failed")
@@ -39,7 +43,8 @@ extension Integration {
             try Harness.expectNothingLeft()
         }
 
-        @Test("death by signal is reported as the signal, 128+N, and promptly", arguments: [("KILL", 137), ("TERM", 143)])
+        @Test(
+            "death by signal is reported as the signal, 128+N, and promptly", arguments: [("KILL", 137), ("TERM", 143)])
         func deathBySignal(_ signal: String, _ code: Int32) throws {
             let outcome = try Harness.run(["--workload", "examples/hello", "--", "sh", "-c", "kill -\(signal) $$"])
             #expect(outcome.status == code)
@@ -65,7 +70,10 @@ extension Integration {
         @Test("stdout and stderr stay apart, LF only, and no TTY is requested")
         func streamsApart() throws {
             let outcome = try Harness.run(
-                ["--workload", "examples/hello", "--", "sh", "-c", "echo out; echo err >&2; [ -t 0 ] || [ -t 1 ] && echo tty"])
+                [
+                    "--workload", "examples/hello", "--", "sh", "-c",
+                    "echo out; echo err >&2; [ -t 0 ] || [ -t 1 ] && echo tty",
+                ])
             #expect(try outcome.file("stdout") == Data("out\n".utf8))
             #expect(try outcome.file("stderr") == Data("err\n".utf8))
             try Harness.expectNothingLeft()
@@ -90,8 +98,10 @@ extension Integration {
         @Test("binary bytes on stdout arrive unchanged and match the collected copy")
         func binaryBytes() throws {
             let outcome = try Harness.run(
-                ["--workload", "examples/hello", "--quiet", "--", "sh", "-c",
-                 "mkdir -p out && head -c 1048576 /dev/urandom > out/r.bin && cat out/r.bin"])
+                [
+                    "--workload", "examples/hello", "--quiet", "--", "sh", "-c",
+                    "mkdir -p out && head -c 1048576 /dev/urandom > out/r.bin && cat out/r.bin",
+                ])
             #expect(outcome.status == 0)
             let stdout = try outcome.file("stdout")
             #expect(stdout.count == 1_048_576)
@@ -122,7 +132,9 @@ extension Integration {
                 "run.sh": ("#!/bin/sh\necho hi\n", 0o755), "secret.txt": ("s", 0o600),
             ])
             defer { try? FileManager.default.removeItem(at: workload) }
-            let outcome = try Harness.run(["--workload", workload.path, "--", "sh", "-c", "./run.sh && stat -c %a secret.txt"])
+            let outcome = try Harness.run([
+                "--workload", workload.path, "--", "sh", "-c", "./run.sh && stat -c %a secret.txt",
+            ])
             #expect(outcome.status == 0)
             #expect(outcome.stdoutText == "hi\n600\n")
             try Harness.expectNothingLeft()
@@ -135,14 +147,16 @@ extension Integration {
                 ".gitignore": ("bin/\n", 0o644), "bin/tool": ("#!/bin/sh\n", 0o755), ".env": ("K=V\n", 0o600),
                 "mid.txt": (String(repeating: "x", count: 20_000), 0o644), "big.txt": (big, 0o644),
             ])
-            try FileManager.default.createDirectory(at: workload.appendingPathComponent("empty"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: workload.appendingPathComponent("empty"), withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: workload) }
             let outcome = try Harness.run(
                 ["--workload", workload.path, "--", "sh", "-c", "ls -A; sha256sum big.txt | cut -d' ' -f1"])
             #expect(outcome.status == 0)
             let lines = outcome.stdoutText.split(separator: "\n").map(String.init)
-            #expect(Set(lines.dropLast()) == [".env", ".gitignore", "big.txt", "bin", "empty", "mid.txt", "out"]
-                || Set(lines.dropLast()) == [".env", ".gitignore", "big.txt", "bin", "empty", "mid.txt"])
+            #expect(
+                Set(lines.dropLast()) == [".env", ".gitignore", "big.txt", "bin", "empty", "mid.txt", "out"]
+                    || Set(lines.dropLast()) == [".env", ".gitignore", "big.txt", "bin", "empty", "mid.txt"])
             #expect(lines.last == SHA256.hex(Data(big.utf8)))
             try Harness.expectNothingLeft()
         }
@@ -166,7 +180,9 @@ extension Integration {
             let names = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
             #expect(names == ["a\u{1b}[2Jb", "d", "f"])
             for link in ["shadow", "up", "abs", "fifo"] {
-                #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: out.appendingPathComponent(link).path)) == nil)
+                #expect(
+                    (try? FileManager.default.destinationOfSymbolicLink(atPath: out.appendingPathComponent(link).path))
+                        == nil)
             }
             #expect(try Data(contentsOf: sentinel) == Data("sentinel".utf8))
             #expect(!outcome.stderrText.contains("\u{1b}"), "a raw escape reached the terminal")
@@ -176,8 +192,11 @@ extension Integration {
 
         @Test("background processes are killed when the command ends, so the job ends and results are stable")
         func backgroundProcessesKilled() throws {
-            let script = "mkdir -p out; setsid sh -c 'while :; do date >> out/grow.log; sleep 0.1; done' & sleep 1; exit 0"
-            let outcome = try Harness.run(["--workload", "examples/hello", "--timeout", "60s", "--", "sh", "-c", script])
+            let script =
+                "mkdir -p out; setsid sh -c 'while :; do date >> out/grow.log; sleep 0.1; done' & sleep 1; exit 0"
+            let outcome = try Harness.run([
+                "--workload", "examples/hello", "--timeout", "60s", "--", "sh", "-c", script,
+            ])
             #expect(outcome.status == 0)
             let run = try #require((try outcome.result()["phases"] as? [String: Double])?["run"])
             #expect(run < 10)
@@ -191,7 +210,10 @@ extension Integration {
         @Test("--timeout 3 on sleep 600 ends as timed_out soon after the deadline, exit 124")
         func timeout() throws {
             let outcome = try Harness.run(
-                ["--workload", "examples/hello", "--timeout", "3", "--", "sh", "-c", "sh -c 'sleep 1000; :' & sleep 600; :"])
+                [
+                    "--workload", "examples/hello", "--timeout", "3", "--", "sh", "-c",
+                    "sh -c 'sleep 1000; :' & sleep 600; :",
+                ])
             #expect(outcome.status == 124)
             let result = try outcome.result()
             #expect(result["state"] as? String == "timed_out")
@@ -213,8 +235,11 @@ extension Integration {
         func bootDeadline() throws {
             let image = try TestImages.sleeper()
             let outcome = try Harness.run(
-                ["--images", TestImages.catalog.path, "--image", image, "--workload", "examples/hello", "--boot-timeout", "10s",
-                 "--", "true"])
+                [
+                    "--images", TestImages.catalog.path, "--image", image, "--workload", "examples/hello",
+                    "--boot-timeout", "10s",
+                    "--", "true",
+                ])
             #expect(outcome.status == 125)
             #expect(outcome.elapsed < .seconds(25))
             #expect(outcome.stderrText.contains("did not become ready within 10 s"))

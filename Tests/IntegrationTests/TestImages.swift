@@ -31,15 +31,18 @@ enum TestImages {
     /// An image that ignores the host key Airlock hands it and uses its own.
     static func rogueHostKey() throws -> String {
         let rogue = try KeyPair.generate()
-        let original = try String(contentsOf: Harness.repository.appendingPathComponent("images/tiny/init"), encoding: .utf8)
+        let original = try String(
+            contentsOf: Harness.repository.appendingPathComponent("images/tiny/init"), encoding: .utf8)
         let marker = "sed -n 's/^hostkey //p'"
-        guard let line = original.split(separator: "\n", omittingEmptySubsequences: false)
-            .first(where: { $0.contains(marker) })
+        guard
+            let line = original.split(separator: "\n", omittingEmptySubsequences: false)
+                .first(where: { $0.contains(marker) })
         else {
             Issue.record("images/tiny/init no longer writes the host key with \(marker)")
             throw CocoaError(.fileReadCorruptFile)
         }
-        let boot = original.replacingOccurrences(of: String(line), with: "\(line)\ncp /etc/rogue_host_key /etc/dropbear/host_key")
+        let boot = original.replacingOccurrences(
+            of: String(line), with: "\(line)\ncp /etc/rogue_host_key /etc/dropbear/host_key")
         return try variant("rogue", boot: boot, extraFiles: ["etc/rogue_host_key": Data(rogue.dropbearPrivateKey)])
     }
 
@@ -62,8 +65,10 @@ enum TestImages {
         chmod(folder.path, 0o755)
         let overlay = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-overlay-\(UUID())")
         defer { try? FileManager.default.removeItem(at: overlay) }
-        try FileManager.default.createDirectory(at: overlay.appendingPathComponent("sbin"), withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: overlay.appendingPathComponent("etc"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: overlay.appendingPathComponent("sbin"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: overlay.appendingPathComponent("etc"), withIntermediateDirectories: true)
         let script = overlay.appendingPathComponent("sbin/airlock-boot")
         try Data(boot.utf8).write(to: script)
         chmod(script.path, 0o755)

@@ -27,17 +27,17 @@ final class TestSSHServer {
         port = try Self.freePort()
         let config = folder.appendingPathComponent("sshd_config")
         try """
-            ListenAddress 127.0.0.1:\(port)
-            HostKey \(hostKeyFile.path)
-            AuthorizedKeysFile \(authorized.path)
-            PasswordAuthentication no
-            KbdInteractiveAuthentication no
-            PermitRootLogin yes
-            StrictModes no
-            UsePAM no
-            PidFile none
-            Subsystem sftp internal-sftp
-            """.write(to: config, atomically: true, encoding: .utf8)
+        ListenAddress 127.0.0.1:\(port)
+        HostKey \(hostKeyFile.path)
+        AuthorizedKeysFile \(authorized.path)
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        PermitRootLogin yes
+        StrictModes no
+        UsePAM no
+        PidFile none
+        Subsystem sftp internal-sftp
+        """.write(to: config, atomically: true, encoding: .utf8)
 
         try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
         process = Process()
@@ -68,7 +68,9 @@ final class TestSSHServer {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
