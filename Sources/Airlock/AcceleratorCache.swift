@@ -11,16 +11,24 @@ struct AcceleratorCache {
         var decided: Date
     }
 
+    private static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
     func lookup(uri: String) -> Accelerator? {
         guard let data = FileManager.default.contents(atPath: file(for: uri).path),
-            let entry = try? JSONDecoder().decode(Entry.self, from: data), entry.uri == uri
+            let entry = try? Self.decoder.decode(Entry.self, from: data), entry.uri == uri
         else { return nil }
         return entry.accelerator
     }
 
     func remember(_ accelerator: Accelerator, uri: String) {
         let entry = Entry(uri: uri, accelerator: accelerator, decided: Date())
-        guard let data = try? JSONEncoder().encode(entry) else { return }
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        guard let data = try? encoder.encode(entry) else { return }
         try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let target = file(for: uri)
         let temporary = target.appendingPathExtension("\(getpid()).tmp")

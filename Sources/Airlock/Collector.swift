@@ -32,6 +32,8 @@ public struct CollectReport: Sendable, Equatable, Codable {
     public var skipped: [Skipped] = []
     /// Set when a limit stopped the collection early.
     public var limitReached: String?
+    /// Set when the collect folder did not exist in the guest.
+    public var folderMissing = false
 }
 
 /// Unpacks a tar stream that came from a guest into a result folder, treating

@@ -49,9 +49,24 @@ enum GuestScript {
 
     /// Streams the collect folder as a tar archive on standard output. A
     /// missing folder is an empty archive, not an error.
-    static func pack(folder: String) -> String {
+    ///
+    /// Files larger than `maxFileBytes` are left out in the guest and named
+    /// on standard error as `refused SIZE NAME`, so that a huge (or sparse)
+    /// file costs nothing to skip. The host still enforces every limit on
+    /// what actually arrives: this is an economy, not a defence.
+    static func pack(folder: String, maxFileBytes: Int64) -> String {
+        // busybox tar has no exclude list, so find names what to pack and
+        // xargs may start several tars: the host reads concatenated archives.
+        // The trailing zero blocks make an empty folder an empty archive.
         let quoted = quote(folder)
-        return "if [ -d \(quoted) ]; then cd \(quoted) && tar -c -f - .; else head -c 1024 /dev/zero; fi"
+        return """
+            if [ ! -d \(quoted) ]; then echo "missing" >&2
+            elif cd \(quoted); then
+            find . -type f -size +\(maxFileBytes)c -exec stat -c 'refused %s %n' {} \\; >&2
+            find . ! -name . \\( ! -type f -o ! -size +\(maxFileBytes)c \\) -print0 | xargs -0 -r tar -c -f - --no-recursion
+            fi
+            head -c 1024 /dev/zero
+            """
     }
 
     /// Whether a name can be exported as an environment variable.

@@ -33,6 +33,10 @@ public struct JobResult: Sendable, Codable, Equatable {
     public var signal: String?
     /// Why the job failed, when Airlock could not run it or stopped it.
     public var error: String?
+    /// The class of that failure (`guestFailed`, `hostUnavailable`, ...).
+    public var errorCode: String?
+    /// How to fix that failure, when known.
+    public var hint: String?
     public var image: String
     public var host: String
     public var accelerator: String?
@@ -54,7 +58,8 @@ public struct JobResult: Sendable, Codable, Equatable {
         case .failed:
             if let exitCode { return exitCode }
             if let signal { return 128 + (Signals.number(of: signal) ?? 0) }
-            return ExitCode.jobFailed
+            return errorCode == AirlockError.Code.hostUnavailable.description
+                ? ExitCode.hostUnavailable : ExitCode.jobFailed
         }
     }
 }

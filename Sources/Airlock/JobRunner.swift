@@ -216,6 +216,7 @@ public final class JobRunner: @unchecked Sendable {
 
         var accelerator = plan.first
         var probing = plan.probing
+        var fellBack = false
         let cache = AcceleratorCache(folder: spec.stateFolder.appendingPathComponent("accel"))
         while true {
             let defineStart = ContinuousClock.now
@@ -230,6 +231,7 @@ public final class JobRunner: @unchecked Sendable {
                     metadata: ["host.uri": connection.uri, "error": "\(error)"])
                 accelerator = .tcg
                 probing = false
+                fellBack = true
                 continue
             }
             result.phases.define = seconds(since: defineStart)
@@ -250,15 +252,14 @@ public final class JobRunner: @unchecked Sendable {
                 destroy(guest)
                 accelerator = .tcg
                 probing = false
+                fellBack = true
                 continue
             }
             guard ready else {
                 throw bootFailure(guest, deadlinePassed: !guest.console.hasEnded)
             }
-            if probing
-                || (spec.accelerator == .auto && plan.first == .tcg && plan.probing == false
-                    && cache.lookup(uri: connection.uri) == nil)
-            {
+            // Remember what auto found, once a guest has really booted on it.
+            if spec.accelerator == .auto && (probing || fellBack || cache.lookup(uri: connection.uri) == nil) {
                 cache.remember(accelerator, uri: connection.uri)
             }
             logger.debug("guest ready", metadata: ["domain.name": guest.domain.name, "ssh.port": "\(guest.port)"])
@@ -285,7 +286,7 @@ public final class JobRunner: @unchecked Sendable {
             let spec = DomainSpec(
                 name: name, jobID: jobID, accelerator: accelerator, vcpus: self.spec.vcpus,
                 memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL.path, initrd: image.initrdURL.path,
-                cmdline: image.cmdline, keysFile: keysFile.path, sshPort: port)
+                cmdline: image.cmdline + " airlock.lifetime=\(lifetimeSeconds)", keysFile: keysFile.path, sshPort: port)
             let domain: Domain
             do {
                 shared.withLock { $0.domain = name }
@@ -296,7 +297,9 @@ public final class JobRunner: @unchecked Sendable {
             } catch {
                 shared.withLock { $0.domain = nil }
                 throw AirlockError(
-                    .hostUnavailable, "cannot start guest '\(name)' with \(accelerator.rawValue)", cause: error)
+                    .hostUnavailable, "cannot start guest '\(name)' with \(accelerator.rawValue)",
+                    hint: accelerator == .kvm ? "KVM does not work on this host; use --accel tcg or --accel auto" : nil,
+                    cause: error)
             }
             logger.debug("domain created", metadata: ["domain.name": name, "ssh.port": "\(port)"])
 
@@ -313,6 +316,13 @@ public final class JobRunner: @unchecked Sendable {
             }
             return Guest(domain: domain, console: console, port: port, hostKey: hostKey, clientKey: clientKey)
         }
+    }
+
+    /// How long the guest may live at most, even if Airlock itself dies:
+    /// boot and command limits plus an hour for transfers. The guest powers
+    /// itself off then, and libvirt removes the transient domain.
+    private var lifetimeSeconds: Int64 {
+        spec.bootTimeout.components.seconds + spec.timeout.components.seconds + 3600
     }
 
     private func openSession(_ guest: Guest, deadline: ContinuousClock.Instant) throws -> Session {
@@ -485,7 +495,8 @@ public final class JobRunner: @unchecked Sendable {
     }
 
     private func collect(_ session: Session) throws -> CollectReport {
-        let channel = try session.exec(GuestScript.pack(folder: spec.collectPath), deadline: nil)
+        let channel = try session.exec(
+            GuestScript.pack(folder: spec.collectPath, maxFileBytes: spec.collectLimits.maxBytes), deadline: nil)
         defer { channel.free() }
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
         defer { scratch.deallocate() }
@@ -497,16 +508,20 @@ public final class JobRunner: @unchecked Sendable {
                 case .end: return 0
                 case .wouldBlock:
                     // Keep stderr flowing too, or a chatty guest could stall the stream.
-                    if case .data(let count) = try channel.read(.stderr, into: scratch), errors.count < 4096 {
-                        errors += UnsafeRawBufferPointer(rebasing: scratch[0..<count]).prefix(4096)
+                    if case .data(let count) = try channel.read(.stderr, into: scratch) {
+                        if errors.count < 65536 {
+                            errors += UnsafeRawBufferPointer(rebasing: scratch[0..<count]).prefix(65536 - errors.count)
+                        }
                         continue
                     }
                     try channel.wait(deadline: nil)
                 }
             }
         }
-        let report = try Collector(limits: spec.collectLimits).collect(
+        var report = try Collector(limits: spec.collectLimits).collect(
             from: reader, into: resultsFolder.appendingPathComponent("out"))
+        report.skipped += refusedInGuest(errors)
+        report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
         if report.limitReached == nil {
             let status = try channel.drain(deadline: .now + .seconds(30)) { _, _ in }
             if status != .exited(0) {
@@ -518,6 +533,19 @@ public final class JobRunner: @unchecked Sendable {
             }
         }
         return report
+    }
+
+    /// The files the guest left out for being over the limit, from its
+    /// `refused SIZE NAME` lines.
+    private func refusedInGuest(_ stderr: [UInt8]) -> [CollectReport.Skipped] {
+        let limit = Sizes.format(spec.collectLimits.maxBytes)
+        return String(decoding: stderr, as: UTF8.self).split(separator: "\n").prefix(1000).compactMap { line in
+            let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[0] == "refused", let size = Int64(parts[1]) else { return nil }
+            let name = parts[2].hasPrefix("./") ? parts[2].dropFirst(2) : parts[2]
+            return CollectReport.Skipped(
+                path: Terminal.escape(String(name)), reason: "result exceeds limit (\(Sizes.format(size)) > \(limit))")
+        }
     }
 
     // MARK: - Clean-up and results
@@ -535,6 +563,8 @@ public final class JobRunner: @unchecked Sendable {
         }
         result.state = .failed
         result.error = describe(error)
+        result.errorCode = (error as? AirlockError)?.code.description
+        result.hint = (error as? AirlockError)?.hint
         logger.debug("job failed", metadata: ["error": result.error ?? ""])
     }
 

@@ -52,11 +52,17 @@ public struct JobSpec: Sendable {
                 hint: "put the command after '--', for example: airlock run --image tiny --workload DIR -- sh run.sh")
         }
         var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder), isFolder.boolValue else {
+        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder) else {
             throw AirlockError(
                 .invalidArgument, "workload folder '\(workload.path)' does not exist",
                 hint: "pass an existing folder with --workload; its contents are copied to /work in the guest")
         }
+        guard isFolder.boolValue else {
+            throw AirlockError(
+                .invalidArgument, "workload '\(workload.path)' is a file, not a folder",
+                hint: "pass the folder that holds it; the folder's contents are copied to /work in the guest")
+        }
+        try Self.checkWorkloadEntries(in: workload)
         guard timeout > .zero else {
             throw AirlockError(.invalidArgument, "the timeout must be positive", hint: "for example --timeout 10m")
         }
@@ -80,8 +86,30 @@ public struct JobSpec: Sendable {
                 throw AirlockError(.invalidArgument, "the value of '\(name)' contains a NUL byte")
             }
         }
-        guard collectPath.hasPrefix("/") else {
+        guard collectPath.hasPrefix("/"), !collectPath.utf8.contains(0) else {
             throw AirlockError(.invalidArgument, "the collect path '\(collectPath)' must be an absolute guest path")
+        }
+    }
+
+    /// Refuses, before any guest starts, workload entries that cannot be
+    /// copied: sockets, FIFOs and device nodes (files, folders and symbolic
+    /// links are fine).
+    static func checkWorkloadEntries(in folder: URL) throws(AirlockError) {
+        guard let walker = FileManager.default.enumerator(atPath: folder.path) else { return }
+        while let relative = walker.nextObject() as? String {
+            var info = stat()
+            guard lstat(folder.appendingPathComponent(relative).path, &info) == 0 else {
+                throw AirlockError(
+                    .invalidArgument, "cannot read '\(relative)' in workload folder '\(folder.path)'",
+                    cause: POSIXFailure())
+            }
+            let type = info.st_mode & S_IFMT
+            guard type == S_IFREG || type == S_IFDIR || type == S_IFLNK else {
+                throw AirlockError(
+                    .invalidArgument,
+                    "'\(relative)' in workload folder '\(folder.path)' is a socket, FIFO or device, which cannot be copied",
+                    hint: "remove it from the folder, or create it in the guest from the command")
+            }
         }
     }
 }

@@ -16,6 +16,23 @@ public enum AirlockCLI {
         Run 'airlock COMMAND --help' for a command's options.
         """
 
+    /// Runs the command line from the raw `argv`, refusing arguments that are
+    /// not valid UTF-8 (they could not reach the guest byte for byte).
+    public static func main(rawArguments: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>, count: Int) -> Int32 {
+        var arguments: [String] = []
+        for index in 1..<max(1, count) {
+            guard let raw = rawArguments[index] else { continue }
+            guard let argument = String(validatingCString: raw) else {
+                Output.note(
+                    "Error: argument \(index) is not valid UTF-8\n"
+                        + "Airlock passes values to the guest byte for byte and accepts UTF-8 text only")
+                return ExitCode.usage
+            }
+            arguments.append(argument)
+        }
+        return main(arguments, environment: ProcessInfo.processInfo.environment)
+    }
+
     /// Runs the command line and returns the process exit code.
     public static func main(_ arguments: [String], environment: [String: String]) -> Int32 {
         guard let name = arguments.first else {

@@ -26,6 +26,9 @@ enum ResultRendering {
             line += ")"
         }
         line += "; results in \(folder)"
+        if let hint = result.hint {
+            line += "\n\(hint)"
+        }
         if result.stdoutTruncated || result.stderrTruncated {
             line +=
                 "\nairlock: output over --max-output was not kept (stdout \(result.stdoutBytes) bytes, "
@@ -40,6 +43,9 @@ enum ResultRendering {
             }
             if let limit = collected.limitReached {
                 line += "\nairlock: collection stopped: \(limit)"
+            }
+            if collected.folderMissing {
+                line += "\nairlock: nothing collected: the collect folder does not exist in the guest"
             }
         }
         return line

@@ -130,7 +130,8 @@ struct RunCommand {
             Output.write(bytes, to: stream == .stdout ? STDOUT_FILENO : STDERR_FILENO)
         }
         signals.onFirst = {
-            Output.note("airlock: stopping job \(runner.jobID) and removing its guest (Ctrl-C again to leave at once)")
+            Output.note(
+                "airlock: stopping job \(runner.jobID) and removing its guest (interrupt again to leave at once)")
             runner.cancel()
         }
         signals.onSecond = {

@@ -20,7 +20,7 @@ public struct StderrLogHandler: LogHandler {
                 line += " \(key)=\(record.metadata[key] ?? "")"
             }
         } else {
-            let prefix = record.level >= .warning ? "\(record.level): " : ""
+            let prefix = record.level >= .warning ? "airlock: \(record.level): " : "airlock: "
             line = prefix + record.message
         }
         FileHandle.standardError.write(Data((Terminal.escape(line) + "\n").utf8))

@@ -41,6 +41,8 @@ public final class TarReader {
         self.context = SourceContext(source: source)
         archive_read_support_format_tar(archive)
         archive_read_support_format_gnutar(archive)
+        // A producer may send several archives back to back.
+        archive_read_set_options(archive, "tar:read_concatenated_archives")
         let opaque = Unmanaged.passUnretained(context).toOpaque()
         let status = archive_read_open(
             archive, opaque, nil,
@@ -57,9 +59,8 @@ public final class TarReader {
                 }
             }, nil)
         if status != ARCHIVE_OK {
-            let error = context.error.map { ArchiveError(message: "\($0)") } ?? ArchiveError.last(archive, "open")
-            archive_read_free(archive)
-            throw error
+            // deinit frees the archive: every stored property is set by now.
+            throw context.error.map { ArchiveError(message: "\($0)") } ?? ArchiveError.last(archive, "open")
         }
     }
 

@@ -36,9 +36,8 @@ public final class TarWriter {
                 }
             }, nil)
         if status != ARCHIVE_OK {
-            let error = ArchiveError.last(archive, "open")
-            archive_write_free(archive)
-            throw error
+            // deinit frees the archive: every stored property is set by now.
+            throw ArchiveError.last(archive, "open")
         }
     }
 

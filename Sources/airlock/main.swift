@@ -1,4 +1,4 @@
 import AirlockCLI
 import Foundation
 
-exit(AirlockCLI.main(Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment))
+exit(AirlockCLI.main(rawArguments: CommandLine.unsafeArgv, count: Int(CommandLine.argc)))

@@ -270,5 +270,83 @@ extension Integration {
             #expect(try outcome.result()["state"] as? String == "canceled")
             try Harness.expectNothingLeft()
         }
+
+        // MARK: - Limits and faults
+
+        @Test("--max-output keeps the head of stdout, flags it, and stderr keeps its own budget")
+        func outputCap() throws {
+            let script = "head -c 3000000 /dev/zero; echo ERR-MARK >&2; exit 3"
+            let outcome = try Harness.run(
+                ["--workload", "examples/hello", "--quiet", "--max-output", "1M", "--", "sh", "-c", script])
+            #expect(outcome.status == 3)
+            let result = try outcome.result()
+            #expect(result["stdoutTruncated"] as? Bool == true)
+            #expect(result["stdoutBytes"] as? Int == 3_000_000)
+            #expect(try outcome.file("stdout").count == 1 << 20)
+            #expect(result["stderrTruncated"] as? Bool == false)
+            #expect(try outcome.file("stderr") == Data("ERR-MARK\n".utf8))
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("a 1 TiB sparse file is refused by size without being sent; small files still come back")
+        func sparseResult() throws {
+            let script =
+                "mkdir -p out && dd if=/dev/zero of=out/sparse.img bs=1 count=0 seek=1099511627776 && echo ok > out/small.txt"
+            let outcome = try Harness.run(
+                ["--workload", "examples/hello", "--max-results", "100M", "--", "sh", "-c", script])
+            #expect(outcome.status == 0, "\(outcome.stderrText)")
+            #expect(try outcome.file("out/small.txt") == Data("ok\n".utf8))
+            #expect(
+                !FileManager.default.fileExists(atPath: outcome.results.appendingPathComponent("out/sparse.img").path))
+            #expect(outcome.stderrText.contains("'sparse.img': result exceeds limit (1 TiB > 100 MiB)"))
+            let collect = try #require((try outcome.result()["phases"] as? [String: Double])?["collect"])
+            #expect(collect < 5)
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("a guest that panics fails at once, quoting the panic from its console")
+        func kernelPanic() throws {
+            let image = try TestImages.panicker()
+            let outcome = try Harness.run(
+                ["--images", TestImages.catalog.path, "--image", image, "--workload", "examples/hello", "--", "true"])
+            #expect(outcome.status == 125)
+            #expect(outcome.elapsed < .seconds(20))
+            #expect(outcome.stderrText.contains("stopped before it became ready"))
+            #expect(outcome.stderrText.contains("Kernel panic"))
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("a guest powering itself off mid-job fails the job with a clear reason")
+        func guestPowersOff() throws {
+            let outcome = try Harness.run(["--workload", "examples/hello", "--", "sh", "-c", "sleep 1; poweroff -f"])
+            #expect(outcome.status == 125)
+            #expect(outcome.stderrText.contains("stopped while the command ran"), "\(outcome.stderrText)")
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("a guest paused mid-command is found dead by keepalives, not after the job timeout")
+        func pausedGuestDetected() throws {
+            let outcome = try Harness.run(["--workload", "examples/hello", "--timeout", "30m", "--", "sleep", "900"]) {
+                _ in
+                Thread.sleep(forTimeInterval: 9)
+                TestImages.suspendAirlockDomains()
+            }
+            #expect(outcome.status == 125)
+            #expect(outcome.elapsed < .seconds(90))
+            #expect(outcome.stderrText.contains("connection to guest"), "\(outcome.stderrText)")
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("a workload holding a FIFO is refused before any guest starts")
+        func fifoInWorkload() throws {
+            let workload = try Harness.workload(["run.sh": ("true\n", 0o755)])
+            defer { try? FileManager.default.removeItem(at: workload) }
+            mkfifo(workload.appendingPathComponent("pipe").path, 0o644)
+            let outcome = try Harness.run(["--workload", workload.path, "--", "true"])
+            #expect(outcome.status == 64)
+            #expect(outcome.stderrText.contains("'pipe' in workload folder"))
+            #expect(outcome.elapsed < .seconds(3))
+            try Harness.expectNothingLeft()
+        }
     }
 }

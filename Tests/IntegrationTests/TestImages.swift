@@ -1,4 +1,5 @@
 import Foundation
+import Libvirt
 import SSH
 import Testing
 
@@ -44,6 +45,26 @@ enum TestImages {
         let boot = original.replacingOccurrences(
             of: String(line), with: "\(line)\ncp /etc/rogue_host_key /etc/dropbear/host_key")
         return try variant("rogue", boot: boot, extraFiles: ["etc/rogue_host_key": Data(rogue.dropbearPrivateKey)])
+    }
+
+    /// An image whose boot script crashes the kernel.
+    static func panicker() throws -> String {
+        try variant(
+            "panicker",
+            boot: """
+                #!/bin/sh
+                mount -t proc proc /proc
+                echo c >/proc/sysrq-trigger
+                """, extraFiles: [:])
+    }
+
+    /// Pauses every running Airlock guest, as a stalled host would.
+    static func suspendAirlockDomains() {
+        guard let connection = try? Connection(uri: "qemu:///system") else { return }
+        defer { connection.close() }
+        for domain in (try? connection.allDomains()) ?? [] where domain.name.hasPrefix("airlock-") {
+            try? domain.suspend()
+        }
     }
 
     /// A manifest whose initrd file does not exist.
