@@ -17,7 +17,7 @@ struct BenchCommand {
         Options:
           --runs N          jobs and floor boots to time, each (default: 5)
           --image NAME      guest image (default: tiny)
-          --workload DIR    workload to run (default: examples/hello)
+          --workload DIR    workload to run (default: examples/hello, relative to the current folder)
           --accel MODE      auto, kvm or tcg (default: auto)
           --connect URI     libvirt URI (default: qemu:///system)
           --state-dir DIR   Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
