@@ -1,5 +1,4 @@
 import Foundation
-import SSH
 
 /// The floor a job's start-up is measured against: QEMU started by hand (no
 /// libvirt, no Airlock) on the same kernel, initramfs and devices, timed
@@ -20,17 +19,7 @@ public struct FloorBoot: Sendable {
     /// Boots once and returns the seconds from spawning QEMU to the SSH banner.
     public func measure(timeout: Duration = .seconds(120)) throws -> Double {
         let keys = workFolder.appendingPathComponent("floor-keys-\(getpid())")
-        let hostKey = try KeyPair.generate()
-        let clientKey = try KeyPair.generate()
-        let bundle =
-            "hostkey \(Data(hostKey.dropbearPrivateKey).base64EncodedString())\n"
-            + "authorized \(clientKey.authorizedKey())\n"
-        guard
-            FileManager.default.createFile(
-                atPath: keys.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
-        else {
-            throw AirlockError(.internalError, "cannot write '\(keys.path)'")
-        }
+        try GuestKeys.generate().write(to: keys)
         defer { try? FileManager.default.removeItem(at: keys) }
 
         let port = try PortAllocator.freeLoopbackPort()

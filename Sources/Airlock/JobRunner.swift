@@ -124,8 +124,7 @@ public final class JobRunner: @unchecked Sendable {
         let domain: Domain
         let console: ConsoleWatcher
         let port: Int
-        let hostKey: KeyPair
-        let clientKey: KeyPair
+        let keys: GuestKeys
         var session: Session?
     }
 
@@ -201,18 +200,9 @@ public final class JobRunner: @unchecked Sendable {
 
         // Fresh keys for this job only: the guest learns both at boot, and
         // the host key is pinned.
-        let hostKey = try KeyPair.generate()
-        let clientKey = try KeyPair.generate()
+        let keys = try GuestKeys.generate()
         let keysFile = jobFolder.appendingPathComponent("keys")
-        let bundle =
-            "hostkey \(Data(hostKey.dropbearPrivateKey).base64EncodedString())\n"
-            + "authorized \(clientKey.authorizedKey())\n"
-        guard
-            FileManager.default.createFile(
-                atPath: keysFile.path, contents: Data(bundle.utf8), attributes: [.posixPermissions: 0o600])
-        else {
-            throw AirlockError(.internalError, "cannot write the key file '\(keysFile.path)'")
-        }
+        try keys.write(to: keysFile)
 
         var accelerator = plan.first
         var probing = plan.probing
@@ -223,8 +213,7 @@ public final class JobRunner: @unchecked Sendable {
             var guest: Guest
             do {
                 guest = try launch(
-                    image: image, accelerator: accelerator, keysFile: keysFile, connection: connection,
-                    hostKey: hostKey, clientKey: clientKey)
+                    image: image, accelerator: accelerator, keysFile: keysFile, connection: connection, keys: keys)
             } catch  where probing {
                 logger.info(
                     "KVM could not start the guest; falling back to TCG emulation",
@@ -275,8 +264,7 @@ public final class JobRunner: @unchecked Sendable {
     /// Defines and starts the domain (paused until its console is attached),
     /// retrying with another port when the chosen one was taken meanwhile.
     private func launch(
-        image: Image, accelerator: Accelerator, keysFile: URL, connection: Connection, hostKey: KeyPair,
-        clientKey: KeyPair
+        image: Image, accelerator: Accelerator, keysFile: URL, connection: Connection, keys: GuestKeys
     ) throws -> Guest {
         let name = "airlock-\(jobID)"
         var attempt = 0
@@ -314,7 +302,7 @@ public final class JobRunner: @unchecked Sendable {
                 shared.withLock { $0.domain = nil }
                 throw AirlockError(.hostUnavailable, "cannot attach to the console of guest '\(name)'", cause: error)
             }
-            return Guest(domain: domain, console: console, port: port, hostKey: hostKey, clientKey: clientKey)
+            return Guest(domain: domain, console: console, port: port, keys: keys)
         }
     }
 
@@ -328,8 +316,8 @@ public final class JobRunner: @unchecked Sendable {
     private func openSession(_ guest: Guest, deadline: ContinuousClock.Instant) throws -> Session {
         do {
             let session = try Session(host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt)
-            try session.verifyHostKey(guest.hostKey.publicKeyBlob)
-            try session.authenticate(user: "root", key: guest.clientKey, deadline: deadline)
+            try session.verifyHostKey(guest.keys.host.publicKeyBlob)
+            try session.authenticate(user: "root", key: guest.keys.client, deadline: deadline)
             return session
         } catch {
             switch error.kind {
