@@ -20,7 +20,9 @@ public struct JobSpec: Sendable {
     public var vcpus = 1
     public var memoryMiB = 512
     /// The guest folder brought back as `out/`.
-    public var collectPath = "/work/out"
+    public var collectPath = JobSpec.defaultCollectPath
+    /// The guest folder collected unless the job names another.
+    public static let defaultCollectPath = "/work/out"
     public var resultsFolder: URL?
     public var accelerator: AcceleratorChoice = .auto
     public var connectURI = "qemu:///system"

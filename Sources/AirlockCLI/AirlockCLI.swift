@@ -35,6 +35,9 @@ public enum AirlockCLI {
 
     /// Runs the command line and returns the process exit code.
     public static func main(_ arguments: [String], environment: [String: String]) -> Int32 {
+        // A reader that goes away (`airlock run ... | head`) must not kill
+        // Airlock mid-job: writes then fail with EPIPE and the job goes on.
+        signal(SIGPIPE, SIG_IGN)
         guard let name = arguments.first else {
             FileHandle.standardError.write(Data((usage + "\n").utf8))
             return ExitCode.usage

@@ -4,7 +4,12 @@ import Foundation
 
 /// Renders a job result for people (one summary line) or scripts (JSON).
 enum ResultRendering {
-    static func summary(_ result: JobResult, folder: String) -> String {
+    /// - Parameters:
+    ///   - result: The finished job.
+    ///   - folder: Where its results are, as the user should see it.
+    ///   - collectWasChosen: Whether the user named the collect folder; a
+    ///     missing default folder is normal and not worth a line.
+    static func summary(_ result: JobResult, folder: String, collectWasChosen: Bool) -> String {
         var outcome: String
         switch result.state {
         case .succeeded: outcome = "succeeded"
@@ -44,7 +49,7 @@ enum ResultRendering {
             if let limit = collected.limitReached {
                 line += "\nairlock: collection stopped: \(limit)"
             }
-            if collected.folderMissing {
+            if collected.folderMissing && collectWasChosen {
                 line += "\nairlock: nothing collected: the collect folder does not exist in the guest"
             }
         }

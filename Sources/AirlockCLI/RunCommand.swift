@@ -144,7 +144,10 @@ struct RunCommand {
         if json {
             Output.write(ResultRendering.json(result), to: STDOUT_FILENO)
         } else {
-            Output.note(ResultRendering.summary(result, folder: runner.resultsFolder.relativePath))
+            Output.note(
+                ResultRendering.summary(
+                    result, folder: runner.resultsFolder.relativePath,
+                    collectWasChosen: spec.collectPath != JobSpec.defaultCollectPath))
         }
         return result.processExitCode
     }
