@@ -9,6 +9,7 @@ enum ResultRendering {
     ///   - folder: Where its results are, as the user should see it.
     ///   - collectWasChosen: Whether the user named the collect folder; a
     ///     missing default folder is normal and not worth a line.
+    /// - Returns: The lines to print on standard error.
     static func summary(_ result: JobResult, folder: String, collectWasChosen: Bool) -> String {
         var outcome: String
         switch result.state {
