@@ -61,7 +61,8 @@ struct Collector {
 
         var report = CollectReport()
         var entries = 0
-        var skippedLinks: Set<String> = []
+        let folders = FolderCursor(root: root)
+        defer { folders.closeAll() }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
         defer { buffer.deallocate() }
 
@@ -71,26 +72,28 @@ struct Collector {
                 report.skipped.append(.init(path: shown, reason: "rejected remote name"))
                 continue
             }
-            if components.isEmpty {
+            guard let name = components.last else {
                 continue  // the collect folder itself ("./")
             }
-            // Nothing is collected below a link that was refused.
-            if let link = (1..<max(1, components.count)).lazy.map({ components.prefix($0).joined(separator: "/") })
-                .first(where: { skippedLinks.contains($0) })
-            {
-                report.skipped.append(.init(path: shown, reason: "inside symbolic link '\(Terminal.escape(link))'"))
+            guard components.count <= Self.maxDepth else {
+                report.skipped.append(.init(path: shown, reason: "deeper than \(Self.maxDepth) folders"))
                 continue
             }
             if entries >= limits.maxEntries {
                 report.limitReached = "more than \(limits.maxEntries) entries"
                 break
             }
+            let parentPath = components.dropLast()
+            if let link = folders.refusedLink(above: parentPath) {
+                // Nothing is collected below a link that was refused.
+                report.skipped.append(.init(path: shown, reason: "inside symbolic link '\(Terminal.escape(link))'"))
+                continue
+            }
             switch entry.kind {
             case .directory:
-                try withParent(root, components.dropLast()) { parent in
-                    if mkdirat(parent, components[components.count - 1], 0o755) != 0 && errno != EEXIST {
-                        throw AirlockError(.internalError, "cannot create folder '\(shown)'", cause: POSIXFailure())
-                    }
+                let parent = try folders.open(parentPath)
+                if mkdirat(parent, name, 0o755) != 0 && errno != EEXIST {
+                    throw AirlockError(.internalError, "cannot create folder '\(shown)'", cause: POSIXFailure())
                 }
                 report.folders += 1
                 entries += 1
@@ -104,11 +107,8 @@ struct Collector {
                     report.limitReached = "more than \(Sizes.format(limits.maxBytes)) of files"
                     return report
                 }
-                let written = try withParent(root, components.dropLast()) { parent in
-                    try writeFile(
-                        entry, name: components[components.count - 1], in: parent, from: reader, buffer: buffer)
-                }
-                guard let written else {
+                let parent = try folders.open(parentPath)
+                guard let written = try writeFile(entry, name: name, in: parent, from: reader, buffer: buffer) else {
                     report.skipped.append(.init(path: shown, reason: "name already collected"))
                     continue
                 }
@@ -120,7 +120,7 @@ struct Collector {
                 report.bytes += written
                 entries += 1
             case .symlink:
-                skippedLinks.insert(components.joined(separator: "/"))
+                folders.refuseLink(components)
                 let target = entry.linkTarget.map(Terminal.escapeBytes) ?? ""
                 report.skipped.append(.init(path: shown, reason: "symbolic link to '\(target)' not collected"))
             case .hardlink:
@@ -137,6 +137,9 @@ struct Collector {
         }
         return report
     }
+
+    /// Deeper entries are refused: it bounds the work each entry can cost.
+    static let maxDepth = 128
 
     /// Splits a stored path into safe components, or nil when it must be
     /// rejected: absolute, containing `..`, a NUL, or an over-long name.
@@ -159,28 +162,6 @@ struct Collector {
             result.append(name)
         }
         return result
-    }
-
-    /// Opens each folder of `path` below `root` without following links,
-    /// creating missing ones, and passes the innermost descriptor to `body`.
-    private func withParent<T>(_ root: Int32, _ path: ArraySlice<String>, _ body: (Int32) throws -> T) throws -> T {
-        var current = root
-        var opened: [Int32] = []
-        defer { opened.forEach { close($0) } }
-        for name in path {
-            if mkdirat(current, name, 0o755) != 0 && errno != EEXIST {
-                throw AirlockError(
-                    .internalError, "cannot create folder '\(Terminal.escape(name))'", cause: POSIXFailure())
-            }
-            let next = openat(current, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard next >= 0 else {
-                throw AirlockError(
-                    .guestFailed, "result path '\(Terminal.escape(name))' is not a folder", cause: POSIXFailure())
-            }
-            opened.append(next)
-            current = next
-        }
-        return try body(current)
     }
 
     /// Writes one file's data; returns nil when the name is taken already.
@@ -218,6 +199,76 @@ struct Collector {
         }
         _ = fchmod(fd, mode_t((entry.mode & 0o777) | 0o600))
         return total
+    }
+}
+
+/// The chain of folders open below the result root, reused from one entry
+/// to the next: tar streams list a folder's entries together, so each entry
+/// opens only the components that differ from the previous one. Every
+/// folder is created and opened by name relative to its parent's descriptor
+/// with `O_NOFOLLOW`, so no link (planted or raced in) is ever followed.
+private final class FolderCursor {
+    private var names: [String] = []
+    private var descriptors: [Int32]
+    /// Paths of refused symbolic links, by their components.
+    private var refusedLinks: Set<[String]> = []
+
+    init(root: Int32) {
+        descriptors = [root]
+    }
+
+    /// The descriptor of the folder at `path`, creating missing folders.
+    func open(_ path: ArraySlice<String>) throws -> Int32 {
+        var common = 0
+        while common < names.count && common < path.count && names[common] == path[path.startIndex + common] {
+            common += 1
+        }
+        while names.count > common {
+            names.removeLast()
+            close(descriptors.removeLast())
+        }
+        for name in path.dropFirst(common) {
+            let parent = descriptors[descriptors.count - 1]
+            if mkdirat(parent, name, 0o755) != 0 && errno != EEXIST {
+                throw AirlockError(
+                    .internalError, "cannot create folder '\(Terminal.escape(name))'", cause: POSIXFailure())
+            }
+            let next = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard next >= 0 else {
+                throw AirlockError(
+                    .guestFailed, "result path '\(Terminal.escape(name))' is not a folder", cause: POSIXFailure())
+            }
+            names.append(name)
+            descriptors.append(next)
+        }
+        return descriptors[descriptors.count - 1]
+    }
+
+    func refuseLink(_ path: [String]) {
+        refusedLinks.insert(path)
+    }
+
+    /// The refused link that `path` lies in or below, if any. Cheap when no
+    /// link was refused, linear in the depth otherwise.
+    func refusedLink(above path: ArraySlice<String>) -> String? {
+        guard !refusedLinks.isEmpty else { return nil }
+        var prefix: [String] = []
+        for name in path {
+            prefix.append(name)
+            if refusedLinks.contains(prefix) {
+                return prefix.joined(separator: "/")
+            }
+        }
+        return nil
+    }
+
+    /// Closes every folder but the root, which belongs to the caller.
+    func closeAll() {
+        for descriptor in descriptors.dropFirst() {
+            close(descriptor)
+        }
+        descriptors = Array(descriptors.prefix(1))
+        names = []
     }
 }
 

@@ -159,4 +159,23 @@ struct CollectorTests {
         }
         #expect(report.skipped.first?.path == "a\\x1b[2Jb")
     }
+
+    @Test("deep nesting costs little per entry and past the depth limit is refused")
+    func deepNesting() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let deep = Array(repeating: "d", count: 120).joined(separator: "/")
+        let tooDeep = Array(repeating: "e", count: 200).joined(separator: "/")
+        let start = ContinuousClock.now
+        let report = try collect(into: scratch.results) { writer in
+            try writer.append(path: "link", kind: .symlink, linkTarget: "/")
+            for index in 0..<2000 {
+                try writer.append(path: "\(deep)/f\(index)", kind: .file, data: [1])
+            }
+            try writer.append(path: "\(tooDeep)/f", kind: .file, data: [1])
+        }
+        #expect(report.files == 2000)
+        #expect(report.skipped.last?.reason == "deeper than 128 folders")
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
 }
