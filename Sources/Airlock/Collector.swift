@@ -6,7 +6,7 @@ import Foundation
 public struct CollectLimits: Sendable, Equatable, Codable {
     /// Total bytes of file data kept.
     public var maxBytes: Int64
-    /// Number of entries (files and folders) kept.
+    /// Number of entries read from the stream, kept or skipped.
     public var maxEntries: Int
 
     public static let `default` = CollectLimits(maxBytes: 4 << 30, maxEntries: 50_000)
@@ -29,11 +29,39 @@ public struct CollectReport: Sendable, Equatable, Codable {
     public var files = 0
     public var folders = 0
     public var bytes: Int64 = 0
+    /// The first `maxListed` skipped entries; `skippedUnlisted` counts the rest.
     public var skipped: [Skipped] = []
+    public var skippedUnlisted = 0
     /// Set when a limit stopped the collection early.
     public var limitReached: String?
     /// Set when the collect folder did not exist in the guest.
     public var folderMissing = false
+
+    /// How many skipped entries are listed one by one.
+    public static let maxListed = 1000
+
+    public init() {}
+
+    /// Records a skipped entry, keeping the list and each text bounded: a
+    /// guest must not be able to grow the report (or the host's memory) at will.
+    public mutating func note(_ path: String, _ reason: String) {
+        guard skipped.count < Self.maxListed else {
+            skippedUnlisted += 1
+            return
+        }
+        skipped.append(Skipped(path: Self.clip(path), reason: Self.clip(reason)))
+    }
+
+    /// Records several skipped entries.
+    public mutating func note(_ entries: [Skipped]) {
+        for entry in entries {
+            note(entry.path, entry.reason)
+        }
+    }
+
+    private static func clip(_ text: String) -> String {
+        text.count <= 300 ? text : String(text.prefix(300)) + "..."
+    }
 }
 
 /// Unpacks a tar stream that came from a guest into a result folder, treating
@@ -47,8 +75,10 @@ public struct CollectReport: Sendable, Equatable, Codable {
 struct Collector {
     let limits: CollectLimits
 
-    /// Unpacks everything `reader` yields under `destination`, which must not exist yet.
-    func collect(from reader: TarReader, into destination: URL) throws -> CollectReport {
+    /// Unpacks everything `reader` yields under `destination`, recording
+    /// progress in `report` as it goes, so that a failure part-way still
+    /// says what was written.
+    func collect(from reader: TarReader, into destination: URL, report: inout CollectReport) throws {
         guard mkdir(destination.path, 0o755) == 0 || errno == EEXIST else {
             throw AirlockError(
                 .internalError, "cannot create result folder '\(destination.path)'", cause: POSIXFailure())
@@ -59,7 +89,6 @@ struct Collector {
         }
         defer { close(root) }
 
-        var report = CollectReport()
         var entries = 0
         let folders = FolderCursor(root: root)
         defer { folders.closeAll() }
@@ -67,26 +96,29 @@ struct Collector {
         defer { buffer.deallocate() }
 
         while let entry = try reader.next() {
-            let shown = Terminal.escapeBytes(entry.path)
+            // Names are shown escaped and clipped: they come from the guest.
+            let shown = Terminal.escapeBytes(Array(entry.path.prefix(1024)))
             guard let components = Self.components(of: entry.path) else {
-                report.skipped.append(.init(path: shown, reason: "rejected remote name"))
+                report.note(shown, "rejected remote name")
                 continue
             }
             guard let name = components.last else {
                 continue  // the collect folder itself ("./")
             }
             guard components.count <= Self.maxDepth else {
-                report.skipped.append(.init(path: shown, reason: "deeper than \(Self.maxDepth) folders"))
+                report.note(shown, "deeper than \(Self.maxDepth) folders")
                 continue
             }
+            // Every entry counts, skipped ones too: refusing costs work as well.
             if entries >= limits.maxEntries {
                 report.limitReached = "more than \(limits.maxEntries) entries"
                 break
             }
+            entries += 1
             let parentPath = components.dropLast()
             if let link = folders.refusedLink(above: parentPath) {
                 // Nothing is collected below a link that was refused.
-                report.skipped.append(.init(path: shown, reason: "inside symbolic link '\(Terminal.escape(link))'"))
+                report.note(shown, "inside symbolic link '\(Terminal.escape(link))'")
                 continue
             }
             switch entry.kind {
@@ -96,20 +128,19 @@ struct Collector {
                     throw AirlockError(.internalError, "cannot create folder '\(shown)'", cause: POSIXFailure())
                 }
                 report.folders += 1
-                entries += 1
             case .file:
-                if report.bytes + entry.size > limits.maxBytes {
-                    report.skipped.append(
-                        .init(
-                            path: shown,
-                            reason: "result exceeds limit (\(Sizes.format(report.bytes + entry.size)) > "
-                                + "\(Sizes.format(limits.maxBytes)))"))
+                // Sizes come from the guest: compare without overflowing.
+                if entry.size < 0 || entry.size > limits.maxBytes - report.bytes {
+                    report.note(
+                        shown,
+                        "result exceeds limit (\(Sizes.format(report.bytes.addingClamped(entry.size))) > "
+                            + "\(Sizes.format(limits.maxBytes)))")
                     report.limitReached = "more than \(Sizes.format(limits.maxBytes)) of files"
-                    return report
+                    return
                 }
                 let parent = try folders.open(parentPath)
                 guard let written = try writeFile(entry, name: name, in: parent, from: reader, buffer: buffer) else {
-                    report.skipped.append(.init(path: shown, reason: "name already collected"))
+                    report.note(shown, "name already collected")
                     continue
                 }
                 guard written == entry.size else {
@@ -118,24 +149,22 @@ struct Collector {
                 }
                 report.files += 1
                 report.bytes += written
-                entries += 1
             case .symlink:
                 folders.refuseLink(components)
-                let target = entry.linkTarget.map(Terminal.escapeBytes) ?? ""
-                report.skipped.append(.init(path: shown, reason: "symbolic link to '\(target)' not collected"))
+                let target = entry.linkTarget.map { Terminal.escapeBytes(Array($0.prefix(256))) } ?? ""
+                report.note(shown, "symbolic link to '\(target)' not collected")
             case .hardlink:
-                report.skipped.append(.init(path: shown, reason: "hard link not collected"))
+                report.note(shown, "hard link not collected")
             case .fifo:
-                report.skipped.append(.init(path: shown, reason: "FIFO not collected"))
+                report.note(shown, "FIFO not collected")
             case .socket:
-                report.skipped.append(.init(path: shown, reason: "socket not collected"))
+                report.note(shown, "socket not collected")
             case .characterDevice, .blockDevice:
-                report.skipped.append(.init(path: shown, reason: "device node not collected"))
+                report.note(shown, "device node not collected")
             case .other:
-                report.skipped.append(.init(path: shown, reason: "unknown entry type not collected"))
+                report.note(shown, "unknown entry type not collected")
             }
         }
-        return report
     }
 
     /// Deeper entries are refused: it bounds the work each entry can cost.
@@ -197,7 +226,8 @@ struct Collector {
                 offset += written
             }
         }
-        _ = fchmod(fd, mode_t((entry.mode & 0o777) | 0o600))
+        // Permission bits only, never writable by group or others.
+        _ = fchmod(fd, mode_t((entry.mode & 0o755) | 0o600))
         return total
     }
 }
@@ -277,6 +307,14 @@ struct POSIXFailure: Error, CustomStringConvertible, Sendable {
     let code: Int32
     init(code: Int32 = errno) { self.code = code }
     var description: String { String(cString: strerror(code)) }
+}
+
+extension Int64 {
+    /// The sum, or `Int64.max` where it would overflow.
+    func addingClamped(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
 }
 
 /// Human byte counts (binary units).

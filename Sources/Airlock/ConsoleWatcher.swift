@@ -1,3 +1,4 @@
+import AirlockLog
 import Foundation
 import Libvirt
 import Synchronization
@@ -61,11 +62,13 @@ final class ConsoleWatcher: @unchecked Sendable {
     /// Lines the guest's own boot script printed (`airlock: ...`), other than "ready".
     var guestMessages: [String] { state.withLock { $0.guestMessages } }
 
-    /// The last lines of the console, as text.
+    /// The last lines of the console, each escaped: the guest wrote them,
+    /// and they end up in messages, logs and result.json.
     func tail(lines: Int = 20) -> String {
         let bytes = state.withLock { $0.tail }
         let text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
-        return text.split(separator: "\n", omittingEmptySubsequences: true).suffix(lines).joined(separator: "\n")
+        return text.split(separator: "\n", omittingEmptySubsequences: true).suffix(lines)
+            .map { Terminal.escape(String($0)) }.joined(separator: "\n")
     }
 
     /// Waits until the guest is ready, the console ends, `deadline` passes
@@ -114,7 +117,7 @@ final class ConsoleWatcher: @unchecked Sendable {
                                 state.ready = true
                                 becameReady = true
                             } else if state.guestMessages.count < 20 {
-                                state.guestMessages.append(message)
+                                state.guestMessages.append(Terminal.escape(String(message.prefix(300))))
                             }
                         }
                     } else if state.partialLine.count < 4096 {

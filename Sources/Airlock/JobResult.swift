@@ -56,10 +56,14 @@ public struct JobResult: Sendable, Codable, Equatable {
         case .timedOut: return ExitCode.timedOut
         case .canceled: return ExitCode.canceled
         case .failed:
+            // Airlock's own failure wins over the command's code, which stays in result.json.
+            if let errorCode {
+                return errorCode == AirlockError.Code.hostUnavailable.description
+                    ? ExitCode.hostUnavailable : ExitCode.jobFailed
+            }
             if let exitCode { return exitCode }
             if let signal { return 128 + (Signals.number(of: signal) ?? 0) }
-            return errorCode == AirlockError.Code.hostUnavailable.description
-                ? ExitCode.hostUnavailable : ExitCode.jobFailed
+            return ExitCode.jobFailed
         }
     }
 }

@@ -365,30 +365,37 @@ public final class JobRunner: @unchecked Sendable {
 
         if result.state == .canceled { return }
         let collectStart = ContinuousClock.now
+        var report = CollectReport()
         do {
-            result.collected = try collect(session)
+            try collect(session, into: &report)
         } catch {
-            // The command's own outcome stands; the collection failure is reported beside it.
+            // The command's own outcome stays in result.json; the job fails (exit 125).
             result.state = .failed
+            result.errorCode = AirlockError.Code.guestFailed.description
+            if let error = error as? SSHError, error.kind == .interrupted {
+                result.state = .canceled
+            }
             result.error = "collecting results from guest '\(guest.domain.name)' failed: \(describe(error))"
         }
+        result.collected = report
         result.phases.collect = seconds(since: collectStart)
     }
 
     private func upload(_ session: Session) throws {
+        let deadline = ContinuousClock.now + spec.transferTimeout
         let channel = try session.exec(
-            GuestScript.unpack() + " && find . -print0 | tr -dc '\\000' | wc -c", deadline: nil)
+            GuestScript.unpack() + " && find . -print0 | tr -dc '\\000' | wc -c", deadline: deadline)
         defer { channel.free() }
         let writer = try TarWriter { bytes in
-            try channel.write(bytes, deadline: nil)
+            try channel.write(bytes, deadline: deadline)
         }
         let entries = try writer.appendContents(of: spec.workload)
         try writer.finish()
-        try channel.sendEOF(deadline: nil)
+        try channel.sendEOF(deadline: deadline)
 
         var answer = [UInt8]()
         var errors = [UInt8]()
-        let status = try channel.drain(deadline: nil) { stream, bytes in
+        let status = try channel.drain(deadline: deadline) { stream, bytes in
             if stream == .stdout { answer += bytes.prefix(64) } else { errors += bytes.prefix(4096) }
         }
         guard status == .exited(0) else {
@@ -482,15 +489,17 @@ public final class JobRunner: @unchecked Sendable {
         return AirlockError(.connectionLost, "connection to guest '\(guest.domain.name)' lost", cause: error)
     }
 
-    private func collect(_ session: Session) throws -> CollectReport {
+    private func collect(_ session: Session, into report: inout CollectReport) throws {
+        let deadline = ContinuousClock.now + spec.transferTimeout
         let channel = try session.exec(
-            GuestScript.pack(folder: spec.collectPath, maxFileBytes: spec.collectLimits.maxBytes), deadline: nil)
+            GuestScript.pack(folder: spec.collectPath, maxFileBytes: spec.collectLimits.maxBytes), deadline: deadline)
         defer { channel.free() }
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
         defer { scratch.deallocate() }
         var errors = [UInt8]()
         let reader = try TarReader { buffer in
             while true {
+                try session.checkpoint(deadline: deadline)
                 switch try channel.read(.stdout, into: buffer) {
                 case .data(let count): return count
                 case .end: return 0
@@ -502,16 +511,16 @@ public final class JobRunner: @unchecked Sendable {
                         }
                         continue
                     }
-                    try channel.wait(deadline: nil)
+                    try channel.wait(deadline: deadline)
                 }
             }
         }
-        var report = try Collector(limits: spec.collectLimits).collect(
-            from: reader, into: resultsFolder.appendingPathComponent("out"))
-        report.skipped += refusedInGuest(errors)
+        defer { report.note(refusedInGuest(errors)) }
+        try Collector(limits: spec.collectLimits).collect(
+            from: reader, into: resultsFolder.appendingPathComponent("out"), report: &report)
         report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
         if report.limitReached == nil {
-            let status = try channel.drain(deadline: .now + .seconds(30)) { _, _ in }
+            let status = try channel.drain(deadline: min(deadline, .now + .seconds(30))) { _, _ in }
             if status != .exited(0) {
                 logger.info(
                     "guest tar reported trouble while packing results",
@@ -520,7 +529,6 @@ public final class JobRunner: @unchecked Sendable {
                     ])
             }
         }
-        return report
     }
 
     /// The files the guest left out for being over the limit, from its

@@ -31,6 +31,8 @@ public struct JobSpec: Sendable {
     /// Bytes of each output stream kept in the result folder.
     public var maxOutputBytes: Int64 = 1 << 30
     public var collectLimits = CollectLimits.default
+    /// Limit for pushing the workload, and again for collecting results.
+    public var transferTimeout: Duration = .seconds(1800)
 
     public init(image: String, workload: URL, command: [String], stateFolder: URL) {
         self.image = image
@@ -67,6 +69,10 @@ public struct JobSpec: Sendable {
         try Self.checkWorkloadEntries(in: workload)
         guard timeout > .zero else {
             throw AirlockError(.invalidArgument, "the timeout must be positive", hint: "for example --timeout 10m")
+        }
+        guard transferTimeout > .zero else {
+            throw AirlockError(
+                .invalidArgument, "the transfer timeout must be positive", hint: "for example --transfer-timeout 30m")
         }
         guard bootTimeout > .zero else {
             throw AirlockError(

@@ -44,8 +44,9 @@ enum ResultRendering {
             for skipped in collected.skipped.prefix(10) {
                 line += "\nairlock: not collected: '\(skipped.path)': \(skipped.reason)"
             }
-            if collected.skipped.count > 10 {
-                line += "\nairlock: ... and \(collected.skipped.count - 10) more (see result.json)"
+            let more = collected.skipped.count + collected.skippedUnlisted - 10
+            if more > 0 {
+                line += "\nairlock: ... and \(more) more not collected (see result.json)"
             }
             if let limit = collected.limitReached {
                 line += "\nairlock: collection stopped: \(limit)"

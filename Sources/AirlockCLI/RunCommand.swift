@@ -17,6 +17,7 @@ struct RunCommand {
           --env NAME=VALUE      environment variable for the command (repeatable)
           --timeout DURATION    limit for the command itself, e.g. 90s, 10m (default: 1h)
           --boot-timeout DUR    limit for the guest to boot and answer SSH (default: 60s)
+          --transfer-timeout D  limit for the upload, and for the collection (default: 30m)
           --vcpus N             virtual CPUs (default: 1)
           --memory SIZE         guest memory, e.g. 512M, 2G (default: 512M)
           --collect PATH        guest folder brought back as out/ (default: /work/out)
@@ -71,6 +72,9 @@ struct RunCommand {
                     try reader.value(for: name, inline: option.inline), option: name)
             case "--boot-timeout":
                 command.spec.bootTimeout = try ValueParser.duration(
+                    try reader.value(for: name, inline: option.inline), option: name)
+            case "--transfer-timeout":
+                command.spec.transferTimeout = try ValueParser.duration(
                     try reader.value(for: name, inline: option.inline), option: name)
             case "--vcpus":
                 command.spec.vcpus = try ValueParser.integer(

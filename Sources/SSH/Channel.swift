@@ -69,6 +69,7 @@ public final class Channel {
         let channel = try pointer()
         var offset = 0
         while offset < bytes.count {
+            try session.checkpoint(deadline: deadline, "write")
             let written = airlock_ssh_channel_write(
                 channel, 0, bytes.baseAddress?.advanced(by: offset).assumingMemoryBound(to: CChar.self),
                 bytes.count - offset)
@@ -107,6 +108,7 @@ public final class Channel {
         defer { buffer.deallocate() }
         var ended: Set<Int32> = []
         while ended.count < 2 {
+            try session.checkpoint(deadline: deadline, "drain")
             var progressed = false
             for stream in [Stream.stdout, .stderr] where !ended.contains(stream.rawValue) {
                 switch try read(stream, into: buffer) {

@@ -176,17 +176,24 @@ public final class Session {
         }
     }
 
+    /// Throws when the interrupt has fired or the deadline has passed. Loops
+    /// that keep receiving data call it too, so that a peer that never stops
+    /// sending cannot outrun a deadline or a Ctrl-C.
+    public func checkpoint(deadline: ContinuousClock.Instant?, _ operation: String = #function) throws(SSHError) {
+        if interrupt?.isFired == true {
+            throw SSHError(.interrupted, message: "interrupted", operation: operation)
+        }
+        if let deadline, ContinuousClock.now >= deadline {
+            throw SSHError(.timeout, message: "timed out", operation: operation)
+        }
+    }
+
     /// Blocks until the socket is ready in the direction libssh2 needs, the
     /// deadline passes, the interrupt fires or the peer is found dead.
     func wait(deadline: ContinuousClock.Instant?, _ operation: String) throws(SSHError) {
         let session = try pointer(operation)
-        if interrupt?.isFired == true {
-            throw SSHError(.interrupted, message: "interrupted", operation: operation)
-        }
+        try checkpoint(deadline: deadline, operation)
         let now = ContinuousClock.now
-        if let deadline, now >= deadline {
-            throw SSHError(.timeout, message: "timed out", operation: operation)
-        }
         if now - lastInbound > deadAfter {
             throw SSHError(
                 .connectionLost,

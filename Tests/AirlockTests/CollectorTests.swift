@@ -26,13 +26,21 @@ struct CollectorTests {
         }
     }
 
-    private func collect(
-        into folder: URL, limits: CollectLimits = .default, _ build: (TarWriter) throws -> Void
-    ) throws -> CollectReport {
+    private func archive(_ build: (TarWriter) throws -> Void) throws -> [UInt8] {
         var stream: [UInt8] = []
         let writer = try TarWriter { stream += $0 }
         try build(writer)
         try writer.finish()
+        return stream
+    }
+
+    private func collect(
+        into folder: URL, limits: CollectLimits = .default, _ build: (TarWriter) throws -> Void
+    ) throws -> CollectReport {
+        try collect(into: folder, limits: limits, stream: try archive(build))
+    }
+
+    private func collect(into folder: URL, limits: CollectLimits = .default, stream: [UInt8]) throws -> CollectReport {
         var offset = 0
         let reader = try TarReader { buffer in
             let count = min(buffer.count, stream.count - offset)
@@ -42,7 +50,9 @@ struct CollectorTests {
             offset += count
             return count
         }
-        return try Collector(limits: limits).collect(from: reader, into: folder)
+        var report = CollectReport()
+        try Collector(limits: limits).collect(from: reader, into: folder, report: &report)
+        return report
     }
 
     @Test("names that climb out or are absolute are rejected and nothing lands outside")
@@ -114,11 +124,14 @@ struct CollectorTests {
         _ = try collect(into: scratch.results) { writer in
             try writer.append(path: "suid", kind: .file, mode: 0o4755, data: [1])
             try writer.append(path: "none", kind: .file, mode: 0o000, data: [1])
+            try writer.append(path: "open", kind: .file, mode: 0o777, data: [1])
         }
         let suid = try FileManager.default.attributesOfItem(atPath: scratch.results.appendingPathComponent("suid").path)
         let none = try FileManager.default.attributesOfItem(atPath: scratch.results.appendingPathComponent("none").path)
         #expect((suid[.posixPermissions] as? Int) == 0o755)
         #expect((none[.posixPermissions] as? Int) == 0o600)
+        let open = try FileManager.default.attributesOfItem(atPath: scratch.results.appendingPathComponent("open").path)
+        #expect((open[.posixPermissions] as? Int) == 0o755)
     }
 
     @Test("the byte limit refuses an oversized file before writing it, with sizes in the reason")
@@ -177,5 +190,44 @@ struct CollectorTests {
         #expect(report.files == 2000)
         #expect(report.skipped.last?.reason == "deeper than 128 folders")
         #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
+    @Test("a header claiming an enormous size is refused without overflow")
+    func enormousClaimedSize() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        var stream = try archive { writer in
+            try writer.append(path: "a", kind: .file, data: Array("first!".utf8))
+            try writer.append(path: "b", kind: .file, data: [7])
+        }
+        // Rewrite b's header: size Int64.max - 1 in base-256, then the checksum.
+        let header = try #require(stride(from: 0, to: stream.count, by: 512).first { stream[$0] == UInt8(ascii: "b") })
+        var size = [UInt8](repeating: 0, count: 12)
+        size[0] = 0x80
+        withUnsafeBytes(of: (Int64.max - 1).bigEndian) { size.replaceSubrange(4..<12, with: $0) }
+        stream.replaceSubrange((header + 124)..<(header + 136), with: size)
+        stream.replaceSubrange((header + 148)..<(header + 156), with: [UInt8](repeating: 0x20, count: 8))
+        let sum = stream[header..<(header + 512)].reduce(0) { $0 + Int($1) }
+        stream.replaceSubrange((header + 148)..<(header + 156), with: Array(String(format: "%06o\0 ", sum).utf8))
+        let report = try collect(into: scratch.results, stream: stream)
+        #expect(report.files == 1)
+        #expect(report.limitReached != nil)
+        #expect(report.skipped.first?.path == "b")
+    }
+
+    @Test("the skipped list and each reason stay bounded whatever the guest sends")
+    func skippedListBounded() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let target = String(repeating: "A", count: 100_000)
+        let report = try collect(into: scratch.results, limits: CollectLimits(maxBytes: 1 << 20, maxEntries: 5000)) {
+            writer in
+            for index in 0..<3000 {
+                try writer.append(path: "l\(index)", kind: .symlink, linkTarget: target)
+            }
+        }
+        #expect(report.skipped.count == CollectReport.maxListed)
+        #expect(report.skippedUnlisted == 2000)
+        #expect(report.skipped.allSatisfy { $0.reason.count <= 303 })
     }
 }
