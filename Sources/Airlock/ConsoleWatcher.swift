@@ -13,6 +13,7 @@ final class ConsoleWatcher: @unchecked Sendable {
         var ready = false
         var ended = false
         var guestMessages: [String] = []
+        var kernelFailure: String?
         var tail: [UInt8] = []
         var partialLine: [UInt8] = []
     }
@@ -61,6 +62,9 @@ final class ConsoleWatcher: @unchecked Sendable {
 
     /// Lines the guest's own boot script printed (`airlock: ...`), other than "ready".
     var guestMessages: [String] { state.withLock { $0.guestMessages } }
+
+    /// The first line in which the guest kernel reported a panic or an oops.
+    var kernelFailure: String? { state.withLock { $0.kernelFailure } }
 
     /// The last lines of the console, each escaped: the guest wrote them,
     /// and they end up in messages, logs and result.json.
@@ -111,6 +115,11 @@ final class ConsoleWatcher: @unchecked Sendable {
                         let line = String(decoding: state.partialLine, as: UTF8.self)
                             .trimmingCharacters(in: .whitespacesAndNewlines)
                         state.partialLine.removeAll(keepingCapacity: true)
+                        if state.kernelFailure == nil,
+                            line.contains("Kernel panic") || line.contains("Oops:") || line.contains("BUG:")
+                        {
+                            state.kernelFailure = Terminal.escape(String(line.prefix(300)))
+                        }
                         if let range = line.range(of: "airlock: ") {
                             let message = String(line[range.lowerBound...])
                             if message == Self.readyLine, !state.ready {

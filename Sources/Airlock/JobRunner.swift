@@ -344,6 +344,9 @@ public final class JobRunner: @unchecked Sendable {
         if let last = messages.last {
             message += " (\(last))"
         }
+        if let failure = guest.console.kernelFailure {
+            message += "; the kernel said: \(failure)"
+        }
         message += tail.isEmpty ? "; its console is empty" : "; last console lines:\n\(tail)"
         return AirlockError(
             .guestFailed, message, hint: deadlinePassed ? "raise --boot-timeout if the host is slow" : nil)
@@ -480,10 +483,11 @@ public final class JobRunner: @unchecked Sendable {
             state = current.description
         }
         if guest.console.hasEnded || state != "running" {
+            let kernel = guest.console.kernelFailure.map { "; the kernel said: \($0)" } ?? ""
             return AirlockError(
                 .guestFailed,
-                "guest '\(guest.domain.name)' stopped while the command ran (state: \(state)); last console lines:\n"
-                    + guest.console.tail(lines: 10),
+                "guest '\(guest.domain.name)' stopped while the command ran (state: \(state))\(kernel); "
+                    + "last console lines:\n" + guest.console.tail(lines: 10),
                 cause: error)
         }
         return AirlockError(.connectionLost, "connection to guest '\(guest.domain.name)' lost", cause: error)
