@@ -316,6 +316,7 @@ public final class JobRunner: @unchecked Sendable {
     private func openSession(_ guest: Guest, deadline: ContinuousClock.Instant) throws -> Session {
         do {
             let session = try Session(host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt)
+            logger.debug("SSH handshake done")
             try session.verifyHostKey(guest.keys.host.publicKeyBlob)
             try session.authenticate(user: "root", key: guest.keys.client, deadline: deadline)
             return session
