@@ -40,6 +40,8 @@ public struct JobResult: Sendable, Codable, Equatable {
     public var image: String
     public var host: String
     public var accelerator: String?
+    /// The port on 127.0.0.1 that was forwarded to the guest's SSH.
+    public var sshPort: Int?
     public var phases = Phases()
     public var startedAt: Date
     public var finishedAt: Date?

@@ -225,6 +225,7 @@ public final class JobRunner: @unchecked Sendable {
             }
             result.phases.define = seconds(since: defineStart)
             result.accelerator = accelerator.rawValue
+            result.sshPort = guest.port
 
             let bootStart = ContinuousClock.now
             // A KVM probe gets a short deadline: a working KVM boots this image in a fraction of it.

@@ -18,14 +18,17 @@ final class SignalRelay: @unchecked Sendable {
         for number in [SIGINT, SIGTERM] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { [self] in
-                let seen = count.withLock { value -> Int in
-                    value += 1
-                    return value
+            source.setEventHandler { [self, source] in
+                // Signals that arrive close together are delivered as one event.
+                let delivered = max(1, Int(source.data))
+                let (before, after) = count.withLock { value -> (Int, Int) in
+                    defer { value += delivered }
+                    return (value, value + delivered)
                 }
-                if seen == 1 {
+                if before == 0 {
                     onFirst()
-                } else {
+                }
+                if after >= 2 {
                     onSecond()
                     exit(130)
                 }

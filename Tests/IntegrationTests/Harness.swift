@@ -131,6 +131,28 @@ enum Harness {
     }
 }
 
+extension Harness {
+    /// The local addresses of the TCP sockets QEMU listens on, from `ss`.
+    static func qemuListeners() -> Set<String> {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
+        process.arguments = ["-Hltnp"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        guard (try? process.run()) != nil else { return [] }
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        var found: Set<String> = []
+        for line in text.split(separator: "\n") where line.contains("qemu-system") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count > 3 {
+                found.insert(String(fields[3]))
+            }
+        }
+        return found
+    }
+}
+
 /// SHA-256 through the system's sha256sum, for comparing with what a guest printed.
 enum SHA256 {
     static func hex(_ data: Data) -> String {

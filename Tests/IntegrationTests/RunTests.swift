@@ -1,4 +1,6 @@
 import Foundation
+import Libvirt
+import Synchronization
 import Testing
 
 /// `airlock run` end to end with real guests under the real libvirtd. One
@@ -346,6 +348,66 @@ extension Integration {
             #expect(outcome.status == 64)
             #expect(outcome.stderrText.contains("'pipe' in workload folder"))
             #expect(outcome.elapsed < .seconds(3))
+            try Harness.expectNothingLeft()
+        }
+
+        // MARK: - Side by side
+
+        @Test("three jobs at once get distinct ports, all on 127.0.0.1, and all succeed")
+        func concurrentJobs() throws {
+            let outcomes = Mutex<[Int: Harness.Outcome]>([:])
+            let listeners = Mutex<Set<String>>([])
+            DispatchQueue.concurrentPerform(iterations: 4) { index in
+                if index == 3 {
+                    // Sample the listening sockets while the guests run.
+                    for _ in 0..<40 {
+                        Thread.sleep(forTimeInterval: 0.5)
+                        let found = Harness.qemuListeners()
+                        listeners.withLock { $0.formUnion(found) }
+                    }
+                    return
+                }
+                let outcome = try? Harness.run([
+                    "--workload", "examples/hello", "--", "sh", "-c", "sleep 3; echo \(index)",
+                ])
+                outcomes.withLock { $0[index] = outcome }
+            }
+            let seen = listeners.withLock { $0 }
+            var ports: Set<Int> = []
+            for index in 0..<3 {
+                let outcome = try #require(outcomes.withLock { $0[index] })
+                #expect(outcome.status == 0, "\(outcome.stderrText)")
+                #expect(outcome.stdoutText == "\(index)\n")
+                ports.insert(try #require(try outcome.result()["sshPort"] as? Int))
+            }
+            #expect(ports.count == 3)
+            #expect(!seen.isEmpty)
+            #expect(seen.allSatisfy { $0.hasPrefix("127.0.0.1:") }, "\(seen)")
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("a second Ctrl-C leaves at once and names what it left behind")
+        func secondInterrupt() throws {
+            let outcome = try Harness.run(["--workload", "examples/hello", "--", "sleep", "600"]) { process in
+                Thread.sleep(forTimeInterval: 0.3)
+                kill(process.processIdentifier, SIGINT)
+                Thread.sleep(forTimeInterval: 0.2)
+                kill(process.processIdentifier, SIGINT)
+            }
+            #expect(outcome.status == 130)
+            #expect(outcome.elapsed < .seconds(5))
+            // Whatever was left is named, so that it can be removed by hand.
+            let connection = try Connection(uri: "qemu:///system")
+            defer { connection.close() }
+            for domain in try connection.allDomains() where domain.name.hasPrefix("airlock-") {
+                #expect(outcome.stderrText.contains(domain.name))
+                try domain.destroy()
+            }
+            let run = Harness.stateFolder.appendingPathComponent("run")
+            for folder in (try? FileManager.default.contentsOfDirectory(atPath: run.path)) ?? [] {
+                #expect(outcome.stderrText.contains(folder))
+                try FileManager.default.removeItem(at: run.appendingPathComponent(folder))
+            }
             try Harness.expectNothingLeft()
         }
     }
