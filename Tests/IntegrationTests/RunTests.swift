@@ -396,7 +396,9 @@ extension Integration {
             }
             #expect(outcome.status == 130)
             #expect(outcome.elapsed < .seconds(5))
-            // Whatever was left is named, so that it can be removed by hand.
+            // Whatever was left is named, so that it can be removed by hand. A
+            // domain libvirt was still creating appears a moment later.
+            Thread.sleep(forTimeInterval: 2)
             let connection = try Connection(uri: "qemu:///system")
             defer { connection.close() }
             for domain in try connection.allDomains() where domain.name.hasPrefix("airlock-") {
