@@ -15,11 +15,13 @@ let package = Package(
         .systemLibrary(name: "CLibssh2", pkgConfig: "libssh2", providers: [.apt(["libssh2-1-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         // Swift wrappers: each owns its C handles and turns C errors into typed Swift errors.
         .target(name: "Libvirt", dependencies: ["CLibvirt"]),
         .target(name: "SSH", dependencies: ["CLibssh2", "CCrypto"]),
         .target(name: "Archive", dependencies: ["CArchive"]),
+        .target(name: "SQLite", dependencies: ["CSQLite"]),
 
         .target(name: "AirlockLog"),
         .target(name: "Airlock", dependencies: ["Libvirt", "SSH", "Archive", "AirlockLog"]),
@@ -29,6 +31,7 @@ let package = Package(
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
         .testTarget(name: "SSHTests", dependencies: ["SSH"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive"]),
+        .testTarget(name: "SQLiteTests", dependencies: ["SQLite"]),
         .testTarget(name: "AirlockTests", dependencies: ["Airlock", "AirlockLog"]),
         .testTarget(name: "AirlockCLITests", dependencies: ["AirlockCLI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Airlock", "Libvirt", "SSH"]),

@@ -25,7 +25,7 @@ fi
 # 1. Packages: libvirt and QEMU, the C libraries Airlock links, and what the
 #    image recipe unpacks. Installing only when something is missing keeps
 #    re-runs fast.
-packages="libvirt-daemon-system libvirt-dev libssh2-1-dev libarchive-dev libssl-dev pkg-config
+packages="libvirt-daemon-system libvirt-dev libssh2-1-dev libarchive-dev libssl-dev libsqlite3-dev pkg-config
     qemu-system-x86 qemu-utils cpio tini openssh-server openssh-client iproute2 procps kmod"
 missing=""
 for p in $packages; do
