@@ -375,11 +375,8 @@ public final class JobRunner: @unchecked Sendable {
             try collect(session, into: &report)
         } catch {
             // The command's own outcome stays in result.json; the job fails (exit 125).
-            result.state = .failed
-            result.errorCode = AirlockError.Code.guestFailed.description
-            if let error = error as? SSHError, error.kind == .interrupted {
-                result.state = .canceled
-            }
+            result.state = isCancelled ? .canceled : .failed
+            result.errorCode = (isCancelled ? AirlockError.Code.cancelled : .guestFailed).description
             result.error = "collecting results from guest '\(guest.domain.name)' failed: \(describe(error))"
         }
         result.collected = report

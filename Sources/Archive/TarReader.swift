@@ -32,8 +32,8 @@ public final class TarReader {
     /// - Parameter source: Fills the buffer and returns the byte count, 0 at
     ///   the end of the stream. An error it throws ends reading and is
     ///   rethrown by the failing call.
-    /// - Throws: `ArchiveError` when libarchive cannot start reading.
-    public init(source: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) throws(ArchiveError) {
+    /// - Throws: The source's own error, or `ArchiveError` when libarchive cannot start reading.
+    public init(source: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) throws {
         guard let archive = archive_read_new() else {
             throw ArchiveError(message: "libarchive could not allocate a reader")
         }
@@ -60,7 +60,7 @@ public final class TarReader {
             }, nil)
         if status != ARCHIVE_OK {
             // deinit frees the archive: every stored property is set by now.
-            throw context.error.map { ArchiveError(message: "\($0)") } ?? ArchiveError.last(archive, "open")
+            throw context.error ?? ArchiveError.last(archive, "open")
         }
     }
 
