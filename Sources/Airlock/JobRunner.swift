@@ -500,11 +500,21 @@ public final class JobRunner: @unchecked Sendable {
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
         defer { scratch.deallocate() }
         var errors = [UInt8]()
+        // The whole stream is bounded too: headers, names and link targets of
+        // entries that are skipped cost transfer time without counting as files.
+        let streamLimit = spec.collectLimits.maxBytes.addingClamped(256 << 20)
+        var streamed: Int64 = 0
         let reader = try TarReader { buffer in
             while true {
                 try session.checkpoint(deadline: deadline)
                 switch try channel.read(.stdout, into: buffer) {
-                case .data(let count): return count
+                case .data(let count):
+                    streamed += Int64(count)
+                    guard streamed <= streamLimit else {
+                        throw AirlockError(
+                            .guestFailed, "the guest sent more than \(Sizes.format(streamLimit)) of result stream")
+                    }
+                    return count
                 case .end: return 0
                 case .wouldBlock:
                     // Keep stderr flowing too, or a chatty guest could stall the stream.
