@@ -74,6 +74,9 @@ public struct CollectReport: Sendable, Equatable, Codable {
 /// listed as skipped. File modes keep only the permission bits.
 struct Collector {
     let limits: CollectLimits
+    /// Called for every entry and every chunk of data; throws to stop (a
+    /// cancel or a deadline). Tiny archives can expand to much work.
+    var checkpoint: () throws -> Void = {}
 
     /// Unpacks everything `reader` yields under `destination`, recording
     /// progress in `report` as it goes, so that a failure part-way still
@@ -96,6 +99,13 @@ struct Collector {
         defer { buffer.deallocate() }
 
         while let entry = try reader.next() {
+            try checkpoint()
+            // Every entry counts, refused ones too: refusing costs work as well.
+            if entries >= limits.maxEntries {
+                report.limitReached = "more than \(limits.maxEntries) entries"
+                break
+            }
+            entries += 1
             // Names are shown escaped and clipped: they come from the guest.
             let shown = Terminal.escapeBytes(Array(entry.path.prefix(1024)))
             guard let components = Self.components(of: entry.path) else {
@@ -109,12 +119,6 @@ struct Collector {
                 report.note(shown, "deeper than \(Self.maxDepth) folders")
                 continue
             }
-            // Every entry counts, skipped ones too: refusing costs work as well.
-            if entries >= limits.maxEntries {
-                report.limitReached = "more than \(limits.maxEntries) entries"
-                break
-            }
-            entries += 1
             let parentPath = components.dropLast()
             if let link = folders.refusedLink(above: parentPath) {
                 // Nothing is collected below a link that was refused.
@@ -209,11 +213,20 @@ struct Collector {
         defer { close(fd) }
         var total: Int64 = 0
         while true {
+            try checkpoint()
             let count = try reader.read(into: buffer)
             if count == 0 { break }
             total += Int64(count)
             if total > entry.size {
                 break
+            }
+            // Runs of zeros (sparse files, mostly) become holes, not disk blocks.
+            if UnsafeRawBufferPointer(rebasing: buffer[0..<count]).allSatisfy({ $0 == 0 }) {
+                guard lseek(fd, off_t(count), SEEK_CUR) >= 0 else {
+                    throw AirlockError(
+                        .internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
+                }
+                continue
             }
             var offset = 0
             while offset < count {
@@ -225,6 +238,11 @@ struct Collector {
                 }
                 offset += written
             }
+        }
+        // A file that ends in a hole needs its length set explicitly.
+        guard ftruncate(fd, off_t(total)) == 0 else {
+            throw AirlockError(
+                .internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
         }
         // Permission bits only, never writable by group or others.
         _ = fchmod(fd, mode_t((entry.mode & 0o755) | 0o600))

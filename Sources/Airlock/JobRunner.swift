@@ -380,6 +380,10 @@ public final class JobRunner: @unchecked Sendable {
             result.error = "collecting results from guest '\(guest.domain.name)' failed: \(describe(error))"
         }
         result.collected = report
+        if isCancelled && result.state != .canceled {
+            result.state = .canceled
+            result.error = "canceled while results were collected"
+        }
         result.phases.collect = seconds(since: collectStart)
     }
 
@@ -529,7 +533,7 @@ public final class JobRunner: @unchecked Sendable {
             }
         }
         defer { report.note(refusedInGuest(errors)) }
-        try Collector(limits: spec.collectLimits).collect(
+        try Collector(limits: spec.collectLimits) { try session.checkpoint(deadline: deadline) }.collect(
             from: reader, into: resultsFolder.appendingPathComponent("out"), report: &report)
         report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
         if report.limitReached == nil {

@@ -49,12 +49,12 @@ public enum Terminal {
         out.reserveCapacity(text.count)
         for scalar in text.unicodeScalars {
             let value = scalar.value
-            // C0, DEL, C1, and the bidirectional controls that can make a
+            // C0, DEL, C1, and invisible format characters (bidirectional
+            // controls, zero-width marks, line separators) that can make a
             // name read differently from what it is.
-            let bidi =
-                (0x202a...0x202e).contains(value) || (0x2066...0x2069).contains(value)
-                || value == 0x200e || value == 0x200f || value == 0x061c
-            if value < 0x20 || value == 0x7f || (0x80...0x9f).contains(value) || bidi {
+            let category = scalar.properties.generalCategory
+            let invisible = category == .format || category == .lineSeparator || category == .paragraphSeparator
+            if value < 0x20 || value == 0x7f || (0x80...0x9f).contains(value) || invisible {
                 switch value {
                 case 0x0a: out += "\\n"
                 case 0x09: out += "\\t"

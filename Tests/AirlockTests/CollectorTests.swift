@@ -40,7 +40,10 @@ struct CollectorTests {
         try collect(into: folder, limits: limits, stream: try archive(build))
     }
 
-    private func collect(into folder: URL, limits: CollectLimits = .default, stream: [UInt8]) throws -> CollectReport {
+    private func collect(
+        into folder: URL, limits: CollectLimits = .default, stream: [UInt8],
+        checkpoint: @escaping () throws -> Void = {}
+    ) throws -> CollectReport {
         var offset = 0
         let reader = try TarReader { buffer in
             let count = min(buffer.count, stream.count - offset)
@@ -51,7 +54,7 @@ struct CollectorTests {
             return count
         }
         var report = CollectReport()
-        try Collector(limits: limits).collect(from: reader, into: folder, report: &report)
+        try Collector(limits: limits, checkpoint: checkpoint).collect(from: reader, into: folder, report: &report)
         return report
     }
 
@@ -229,5 +232,56 @@ struct CollectorTests {
         #expect(report.skipped.count == CollectReport.maxListed)
         #expect(report.skippedUnlisted == 2000)
         #expect(report.skipped.allSatisfy { $0.reason.count <= 303 })
+    }
+
+    @Test("refused entries count towards the entry limit too")
+    func refusedEntriesCount() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let report = try collect(into: scratch.results, limits: CollectLimits(maxBytes: 1 << 20, maxEntries: 10)) {
+            writer in
+            for index in 0..<50 {
+                try writer.append(path: "/abs\(index)", kind: .file, data: [1])
+            }
+            try writer.append(path: "late", kind: .file, data: [1])
+        }
+        #expect(report.files == 0)
+        #expect(report.limitReached == "more than 10 entries")
+    }
+
+    @Test("runs of zeros are written as holes, with the full length")
+    func zerosBecomeHoles() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let zeros = [UInt8](repeating: 0, count: 8 << 20)
+        _ = try collect(into: scratch.results) { writer in
+            try writer.append(path: "zeros", kind: .file, data: zeros + [1])
+        }
+        var info = stat()
+        #expect(stat(scratch.results.appendingPathComponent("zeros").path, &info) == 0)
+        #expect(info.st_size == (8 << 20) + 1)
+        #expect(Int(info.st_blocks) * 512 < 1 << 20)
+        let data = try Data(contentsOf: scratch.results.appendingPathComponent("zeros"))
+        #expect(data.last == 1 && data.dropLast().allSatisfy { $0 == 0 })
+    }
+
+    @Test("the checkpoint can stop a collection between entries and between chunks")
+    func checkpointStops() throws {
+        struct Stop: Error {}
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let stream = try archive { writer in
+            for index in 0..<10 {
+                try writer.append(path: "f\(index)", kind: .file, data: [UInt8](repeating: 7, count: 300_000))
+            }
+        }
+        var calls = 0
+        #expect(throws: Stop.self) {
+            _ = try collect(into: scratch.results, stream: stream) {
+                calls += 1
+                if calls > 5 { throw Stop() }
+            }
+        }
+        #expect(calls == 6)
     }
 }
