@@ -113,9 +113,15 @@ public struct JobSpec: Sendable {
             }
             let type = info.st_mode & S_IFMT
             guard type == S_IFREG || type == S_IFDIR || type == S_IFLNK else {
+                let kind =
+                    switch type {
+                    case S_IFIFO: "a FIFO"
+                    case S_IFSOCK: "a socket"
+                    default: "a device node"
+                    }
                 throw AirlockError(
                     .invalidArgument,
-                    "'\(relative)' in workload folder '\(folder.path)' is a socket, FIFO or device, which cannot be copied",
+                    "'\(relative)' in workload folder '\(folder.path)' is \(kind), which cannot be copied",
                     hint: "remove it from the folder, or create it in the guest from the command")
             }
         }

@@ -7,10 +7,10 @@ enum ResultRendering {
     /// - Parameters:
     ///   - result: The finished job.
     ///   - folder: Where its results are, as the user should see it.
-    ///   - collectWasChosen: Whether the user named the collect folder; a
-    ///     missing default folder is normal and not worth a line.
+    ///   - collectPath: The collect folder when the user named it; a missing
+    ///     default folder is normal and not worth a line.
     /// - Returns: The lines to print on standard error.
-    static func summary(_ result: JobResult, folder: String, collectWasChosen: Bool) -> String {
+    static func summary(_ result: JobResult, folder: String, collectPath: String?) -> String {
         var outcome: String
         switch result.state {
         case .succeeded: outcome = "succeeded"
@@ -51,8 +51,8 @@ enum ResultRendering {
             if let limit = collected.limitReached {
                 line += "\nairlock: collection stopped: \(limit)"
             }
-            if collected.folderMissing && collectWasChosen {
-                line += "\nairlock: nothing collected: the collect folder does not exist in the guest"
+            if collected.folderMissing, let collectPath {
+                line += "\nairlock: nothing collected: '\(collectPath)' does not exist in the guest"
             }
         }
         return line

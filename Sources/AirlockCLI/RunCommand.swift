@@ -27,14 +27,14 @@ struct RunCommand {
           --accel MODE          auto, kvm or tcg (default: auto)
           --connect URI         libvirt URI (default: qemu:///system)
           --state-dir DIR       Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
-          --images DIR          image catalog (default: STATE_DIR/images or $AIRLOCK_IMAGES)
+          --images DIR          image catalog (default: $AIRLOCK_IMAGES, else STATE_DIR/images)
           --json                print result.json on stdout instead of streaming output
           --quiet               do not stream the command's output
           --debug               log every step with timestamps
 
         Exit status: the command's own exit code; 128+N if it died of signal N;
         124 timed out; 125 Airlock could not run the job; 130 canceled;
-        64 bad usage; 66 broken image; 69 host not ready.
+        64 bad usage; 66 broken image; 69 host not ready; 70 internal error.
         """
 
     var spec: JobSpec
@@ -151,7 +151,7 @@ struct RunCommand {
             Output.note(
                 ResultRendering.summary(
                     result, folder: runner.resultsFolder.relativePath,
-                    collectWasChosen: spec.collectPath != JobSpec.defaultCollectPath))
+                    collectPath: spec.collectPath == JobSpec.defaultCollectPath ? nil : spec.collectPath))
         }
         return result.processExitCode
     }
