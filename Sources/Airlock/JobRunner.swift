@@ -197,6 +197,8 @@ public final class JobRunner: @unchecked Sendable {
         try FileManager.default.createDirectory(at: jobFolder, withIntermediateDirectories: false)
         shared.withLock { $0.jobFolder = jobFolder.path }
         _ = chmod(jobFolder.path, 0o711)
+        // Lets `airlock gc` tell this job from one whose process died.
+        JobOwner.record(in: jobFolder)
 
         // Fresh keys for this job only: the guest learns both at boot, and
         // the host key is pinned.

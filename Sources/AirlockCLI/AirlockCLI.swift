@@ -11,6 +11,7 @@ public enum AirlockCLI {
         Commands:
           run       run one command in a fresh guest and collect its results
           bench     time the hello job against a bare QEMU boot
+          gc        remove guests and files left by jobs whose process died
           help      show this text, or 'airlock help COMMAND'
 
         Run 'airlock COMMAND --help' for a command's options.
@@ -62,10 +63,16 @@ public enum AirlockCLI {
                 let logger = bootstrapLogger(debug: command.debug, label: "airlock.bench")
                 return try command.run(logger: logger)
             }
+        case "gc":
+            if wantsHelp { return printHelp(GCCommand.help) }
+            return execute(usage: GCCommand.usage) { () throws -> Int32 in
+                try GCCommand.parse(rest, environment: environment).run()
+            }
         case "help", "--help", "-h":
             switch rest.first {
             case "run": return printHelp(RunCommand.help)
             case "bench": return printHelp(BenchCommand.help)
+            case "gc": return printHelp(GCCommand.help)
             default: return printHelp(usage)
             }
         case "version", "--version":

@@ -412,5 +412,49 @@ extension Integration {
             }
             try Harness.expectNothingLeft()
         }
+
+        @Test("after SIGKILL of airlock, gc finds the guest by its metadata and removes it and its files")
+        func gcAfterKill() throws {
+            let results = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-it-kill-\(UUID())")
+            let outcome = try Harness.run(["--workload", "examples/hello", "--", "sleep", "600"], results: results) {
+                process in
+                Thread.sleep(forTimeInterval: 9)
+                kill(process.processIdentifier, SIGKILL)
+            }
+            #expect(outcome.status == 9 || outcome.status == 137)
+            let connection = try Connection(uri: "qemu:///system")
+            defer { connection.close() }
+            let left = try connection.allDomains().map(\.name).filter { $0.hasPrefix("airlock-") }
+            #expect(left.count == 1, "the killed job's guest should still run before gc: \(left)")
+
+            let gc = try Harness.invoke(["gc"], results: results)
+            #expect(gc.status == 0)
+            for name in left {
+                #expect(gc.stdoutText.contains("destroyed domain \(name)"))
+            }
+            #expect(gc.stdoutText.contains("removed folder"))
+            try Harness.expectNothingLeft()
+
+            let again = try Harness.invoke(["gc"], results: results)
+            #expect(again.stdoutText.isEmpty)
+            #expect(again.stderrText.contains("nothing to remove"))
+        }
+
+        @Test("gc leaves a job whose airlock process still runs alone")
+        func gcSparesLiveJobs() throws {
+            let gcOutput = Mutex<Harness.Outcome?>(nil)
+            let outcome = try Harness.run(["--workload", "examples/hello", "--", "sh", "-c", "sleep 8; echo alive"]) {
+                _ in
+                Thread.sleep(forTimeInterval: 6)
+                let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-it-gc-\(UUID())")
+                let gc = try? Harness.invoke(["gc"], results: scratch)
+                gcOutput.withLock { $0 = gc }
+            }
+            #expect(outcome.status == 0)
+            #expect(outcome.stdoutText == "alive\n")
+            let gc = try #require(gcOutput.withLock { $0 })
+            #expect(gc.stdoutText.isEmpty, "gc removed something of a live job: \(gc.stdoutText)")
+            try Harness.expectNothingLeft()
+        }
     }
 }

@@ -1,0 +1,53 @@
+import Airlock
+import Foundation
+
+/// `airlock gc`: removes what dead jobs left behind and says what it removed.
+struct GCCommand {
+    static let usage = "airlock gc [--connect URI] [--state-dir DIR]"
+
+    static let help = """
+        Remove what jobs left behind when the process running them died
+        (SIGKILL, a crash): their guests and their folders under STATE_DIR/run.
+        Jobs whose airlock process still runs are left alone.
+
+        Usage: \(usage)
+
+        Options:
+          --connect URI     libvirt URI (default: qemu:///system)
+          --state-dir DIR   Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
+        """
+
+    var connectURI = "qemu:///system"
+    var stateFolder: URL
+
+    static func parse(_ arguments: [String], environment: [String: String]) throws(UsageError) -> GCCommand {
+        var command = GCCommand(stateFolder: Defaults.stateFolder(environment))
+        var reader = ArgumentReader(arguments)
+        while let option = reader.next() {
+            guard let name = option.name else {
+                throw UsageError("unexpected argument '\(option.word)'")
+            }
+            switch name {
+            case "--connect": command.connectURI = try reader.value(for: name, inline: option.inline)
+            case "--state-dir":
+                command.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
+            default: throw UsageError("unknown option '\(name)'", hint: "see 'airlock gc --help'")
+            }
+        }
+        return command
+    }
+
+    func run() throws(AirlockError) -> Int32 {
+        let report = try GarbageCollector(connectURI: connectURI, stateFolder: stateFolder).run()
+        for domain in report.domains {
+            print("destroyed domain \(domain)")
+        }
+        for folder in report.folders {
+            print("removed folder \(folder)")
+        }
+        if report.domains.isEmpty && report.folders.isEmpty {
+            Output.note("airlock: nothing to remove")
+        }
+        return 0
+    }
+}
