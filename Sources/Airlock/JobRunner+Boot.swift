@@ -1,0 +1,180 @@
+import AirlockLog
+import Foundation
+import Libvirt
+import SSH
+
+// MARK: - Boot: make the guest and log in
+
+extension JobRunner {
+    /// Creates the guest and waits until its SSH server accepts the job's key.
+    func startGuest(
+        image: Image, plan: AcceleratorPlan, connection: Connection, result: inout JobResult
+    ) throws -> Guest {
+        // QEMU runs as its own user: it may pass through these folders, but
+        // not list them; libvirt hands it the key file for the guest's lifetime.
+        let runFolder = spec.stateFolder.appendingPathComponent("run")
+        let jobFolder = runFolder.appendingPathComponent(jobID)
+        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        _ = chmod(runFolder.path, 0o711)
+        try FileManager.default.createDirectory(at: jobFolder, withIntermediateDirectories: false)
+        shared.withLock { $0.jobFolder = jobFolder.path }
+        _ = chmod(jobFolder.path, 0o711)
+        // Lets `airlock gc` tell this job from one whose process died.
+        JobOwner.record(in: jobFolder)
+
+        // Fresh keys for this job only: the guest learns both at boot, and
+        // the host key is pinned.
+        let keys = try GuestKeys.generate()
+        let keysFile = jobFolder.appendingPathComponent("keys")
+        try keys.write(to: keysFile)
+
+        var accelerator = plan.first
+        var probing = plan.probing
+        var fellBack = false
+        let cache = AcceleratorCache(folder: spec.stateFolder.appendingPathComponent("accel"))
+        while true {
+            let defineStart = ContinuousClock.now
+            var guest: Guest
+            do {
+                guest = try launch(
+                    image: image, accelerator: accelerator, keysFile: keysFile, connection: connection, keys: keys)
+            } catch  where probing {
+                logger.info(
+                    "KVM could not start the guest; falling back to TCG emulation",
+                    metadata: ["host.uri": connection.uri, "error": "\(error)"])
+                accelerator = .tcg
+                probing = false
+                fellBack = true
+                continue
+            }
+            result.phases.define = seconds(since: defineStart)
+            result.accelerator = accelerator.rawValue
+            result.sshPort = guest.port
+
+            let bootStart = ContinuousClock.now
+            // A KVM probe gets a short deadline: a working KVM boots this image in a fraction of it.
+            let readyDeadline = bootStart + (probing ? .seconds(8) : spec.bootTimeout)
+            let ready = guest.console.waitUntilReady(deadline: readyDeadline) { isCancelled }
+            if isCancelled {
+                destroy(guest)
+                throw AirlockError(.cancelled, "job '\(jobID)' was canceled")
+            }
+            if !ready && probing {
+                logger.info(
+                    "KVM did not start the guest; falling back to TCG emulation",
+                    metadata: ["host.uri": connection.uri])
+                destroy(guest)
+                accelerator = .tcg
+                probing = false
+                fellBack = true
+                continue
+            }
+            guard ready else {
+                throw bootFailure(guest, deadlinePassed: !guest.console.hasEnded)
+            }
+            // Remember what auto found, once a guest has really booted on it.
+            if spec.accelerator == .auto && (probing || fellBack || cache.lookup(uri: connection.uri) == nil) {
+                cache.remember(accelerator, uri: connection.uri)
+            }
+            logger.debug("guest ready", metadata: ["domain.name": guest.domain.name, "ssh.port": "\(guest.port)"])
+
+            let session = try openSession(guest, deadline: bootStart + spec.bootTimeout)
+            guest.session = session
+            result.phases.bootToSSH = seconds(since: bootStart)
+            logger.debug("SSH up", metadata: ["ssh.port": "\(guest.port)"])
+            return guest
+        }
+    }
+
+    /// Defines and starts the domain (paused until its console is attached),
+    /// retrying with another port when the chosen one was taken meanwhile.
+    func launch(
+        image: Image, accelerator: Accelerator, keysFile: URL, connection: Connection, keys: GuestKeys
+    ) throws -> Guest {
+        let name = "airlock-\(jobID)"
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = try PortAllocator.freeLoopbackPort()
+            let spec = DomainSpec(
+                name: name, jobID: jobID, accelerator: accelerator, vcpus: self.spec.vcpus,
+                memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL.path, initrd: image.initrdURL.path,
+                cmdline: image.cmdline + " airlock.lifetime=\(lifetimeSeconds)", keysFile: keysFile.path, sshPort: port)
+            let domain: Domain
+            do {
+                shared.withLock { $0.domain = name }
+                domain = try connection.createDomain(xml: spec.xml(), paused: true)
+            } catch  where error.message.contains("host forwarding") && attempt < 5 {
+                logger.info("port taken, retrying with another", metadata: ["ssh.port": "\(port)"])
+                continue
+            } catch {
+                shared.withLock { $0.domain = nil }
+                throw AirlockError(
+                    .hostUnavailable, "cannot start guest '\(name)' with \(accelerator.rawValue)",
+                    hint: accelerator == .kvm ? "KVM does not work on this host; use --accel tcg or --accel auto" : nil,
+                    cause: error)
+            }
+            logger.debug("domain created", metadata: ["domain.name": name, "ssh.port": "\(port)"])
+
+            let console: ConsoleWatcher
+            do {
+                console = ConsoleWatcher(
+                    stream: try domain.openConsole(), logURL: resultsFolder.appendingPathComponent("console.log"))
+                console.start()
+                try domain.resume()
+            } catch {
+                _ = try? domain.destroy()
+                shared.withLock { $0.domain = nil }
+                throw AirlockError(.hostUnavailable, "cannot attach to the console of guest '\(name)'", cause: error)
+            }
+            return Guest(domain: domain, console: console, port: port, keys: keys)
+        }
+    }
+
+    /// How long the guest may live at most, even if Airlock itself dies:
+    /// boot and command limits plus an hour for transfers. The guest powers
+    /// itself off then, and libvirt removes the transient domain.
+    var lifetimeSeconds: Int64 {
+        spec.bootTimeout.components.seconds + spec.timeout.components.seconds + 3600
+    }
+
+    func openSession(_ guest: Guest, deadline: ContinuousClock.Instant) throws -> Session {
+        do {
+            let session = try Session(host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt)
+            logger.debug("SSH handshake done")
+            try session.verifyHostKey(guest.keys.host.publicKeyBlob)
+            try session.authenticate(user: "root", key: guest.keys.client, deadline: deadline)
+            return session
+        } catch {
+            switch error.kind {
+            case .interrupted:
+                throw AirlockError(.cancelled, "job '\(jobID)' was canceled")
+            case .hostKeyMismatch:
+                throw AirlockError(
+                    .guestFailed, "refusing guest '\(guest.domain.name)' on port \(guest.port)", cause: error)
+            default:
+                throw AirlockError(
+                    .guestFailed, "cannot open SSH to guest '\(guest.domain.name)' on port \(guest.port)",
+                    cause: error)
+            }
+        }
+    }
+
+    func bootFailure(_ guest: Guest, deadlinePassed: Bool) -> AirlockError {
+        let messages = guest.console.guestMessages
+        let tail = guest.console.tail()
+        var message =
+            deadlinePassed
+            ? "guest '\(guest.domain.name)' did not become ready within \(spec.bootTimeout.components.seconds) s"
+            : "guest '\(guest.domain.name)' stopped before it became ready"
+        if let last = messages.last {
+            message += " (\(last))"
+        }
+        if let failure = guest.console.kernelFailure {
+            message += "; the kernel said: \(failure)"
+        }
+        message += tail.isEmpty ? "; its console is empty" : "; last console lines:\n\(tail)"
+        return AirlockError(
+            .guestFailed, message, hint: deadlinePassed ? "raise --boot-timeout if the host is slow" : nil)
+    }
+}

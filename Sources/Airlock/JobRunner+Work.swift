@@ -1,0 +1,252 @@
+import AirlockLog
+import Archive
+import Foundation
+import Libvirt
+import SSH
+
+// MARK: - Work: upload, run, collect
+
+extension JobRunner {
+    /// Upload, run, collect.
+    func work(in guest: Guest, image: Image, result: inout JobResult) throws {
+        guard let session = guest.session else { return }
+
+        let uploadStart = ContinuousClock.now
+        try upload(session)
+        result.phases.upload = seconds(since: uploadStart)
+        logger.debug("workload pushed", metadata: ["phase.seconds": "\(result.phases.upload ?? 0)"])
+
+        let runStart = ContinuousClock.now
+        try runCommand(session, guest: guest, result: &result)
+        result.phases.run = seconds(since: runStart)
+        logger.debug("command ended", metadata: ["job.state": result.state.rawValue])
+
+        if result.state == .canceled { return }
+        let collectStart = ContinuousClock.now
+        var report = CollectReport()
+        do {
+            try collect(session, into: &report)
+        } catch {
+            // The command's own outcome stays in result.json; the job fails (exit 125).
+            result.state = isCancelled ? .canceled : .failed
+            result.errorCode = (isCancelled ? AirlockError.Code.cancelled : .guestFailed).description
+            result.error = "collecting results from guest '\(guest.domain.name)' failed: \(describe(error))"
+        }
+        result.collected = report
+        if isCancelled && result.state != .canceled {
+            result.state = .canceled
+            result.error = "canceled while results were collected"
+        }
+        result.phases.collect = seconds(since: collectStart)
+    }
+
+    func upload(_ session: Session) throws {
+        let deadline = ContinuousClock.now + spec.transferTimeout
+        let channel = try session.exec(
+            GuestScript.unpack() + " && find . -print0 | tr -dc '\\000' | wc -c", deadline: deadline)
+        defer { channel.free() }
+        let writer = try TarWriter { bytes in
+            try channel.write(bytes, deadline: deadline)
+        }
+        let entries = try writer.appendContents(of: spec.workload)
+        try writer.finish()
+        try channel.sendEOF(deadline: deadline)
+
+        var answer = [UInt8]()
+        var errors = [UInt8]()
+        let status = try channel.drain(deadline: deadline) { stream, bytes in
+            if stream == .stdout { answer += bytes.prefix(64) } else { errors += bytes.prefix(4096) }
+        }
+        guard status == .exited(0) else {
+            throw AirlockError(
+                .guestFailed,
+                "unpacking the workload in the guest failed (\(status)): "
+                    + Terminal.escape(String(decoding: errors, as: UTF8.self)))
+        }
+        // The guest counts what it unpacked, "." included; anything missing is an error, never a silent loss.
+        let counted = Int(String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        guard counted == entries + 1 else {
+            throw AirlockError(
+                .guestFailed,
+                "the guest holds \(counted.map { String($0 - 1) } ?? "?") workload entries, "
+                    + "\(entries) were sent")
+        }
+    }
+
+    func runCommand(_ session: Session, guest: Guest, result: inout JobResult) throws {
+        let stdoutFile = try OutputFile(url: resultsFolder.appendingPathComponent("stdout"), limit: spec.maxOutputBytes)
+        let stderrFile = try OutputFile(url: resultsFolder.appendingPathComponent("stderr"), limit: spec.maxOutputBytes)
+        defer {
+            result.stdoutBytes = stdoutFile.received
+            result.stderrBytes = stderrFile.received
+            result.stdoutTruncated = stdoutFile.truncated
+            result.stderrTruncated = stderrFile.truncated
+        }
+
+        let script = GuestScript.run(command: spec.command, environment: spec.environment)
+        let channel = try session.exec(script, deadline: nil)
+        defer { channel.free() }
+        let deadline = ContinuousClock.now + spec.timeout
+        let sink: (Channel.Stream, UnsafeRawBufferPointer) throws -> Void = { [output] stream, bytes in
+            switch stream {
+            case .stdout:
+                stdoutFile.append(bytes)
+                output(.stdout, bytes)
+            case .stderr:
+                stderrFile.append(bytes)
+                output(.stderr, bytes)
+            }
+        }
+
+        let status: CommandExit
+        do {
+            status = try channel.drain(deadline: deadline, output: sink)
+        } catch let error as SSHError where error.kind == .timeout {
+            logger.debug("timeout reached, killing the job command")
+            killJob(session)
+            // The killed command's last output and its exit still come through.
+            _ = try? channel.drain(deadline: .now + .seconds(5), output: sink)
+            result.state = .timedOut
+            result.error = "the command ran past its timeout of \(Self.format(spec.timeout)) and was killed"
+            return
+        } catch let error as SSHError where error.kind == .interrupted {
+            result.state = .canceled
+            result.error = "canceled while the command ran"
+            return
+        } catch let error as SSHError {
+            throw lostGuest(guest, error)
+        }
+
+        switch status {
+        case .exited(let code):
+            result.exitCode = code
+            result.state = code == 0 ? .succeeded : .failed
+        case .signaled(let name):
+            result.signal = name
+            result.state = .failed
+        }
+    }
+
+    func killJob(_ session: Session) {
+        guard let channel = try? session.exec(GuestScript.killJob(), deadline: .now + .seconds(5)) else { return }
+        _ = try? channel.drain(deadline: .now + .seconds(5)) { _, _ in }
+        channel.free()
+    }
+
+    func lostGuest(_ guest: Guest, _ error: SSHError) -> AirlockError {
+        var state = "gone"
+        if let current = try? guest.domain.state() {
+            state = current.description
+        }
+        if guest.console.hasEnded || state != "running" {
+            let kernel = guest.console.kernelFailure.map { "; the kernel said: \($0)" } ?? ""
+            return AirlockError(
+                .guestFailed,
+                "guest '\(guest.domain.name)' stopped while the command ran (state: \(state))\(kernel); "
+                    + "last console lines:\n" + guest.console.tail(lines: 10),
+                cause: error)
+        }
+        return AirlockError(.connectionLost, "connection to guest '\(guest.domain.name)' lost", cause: error)
+    }
+
+    func collect(_ session: Session, into report: inout CollectReport) throws {
+        let deadline = ContinuousClock.now + spec.transferTimeout
+        let channel = try session.exec(
+            GuestScript.pack(folder: spec.collectPath, maxFileBytes: spec.collectLimits.maxBytes), deadline: deadline)
+        defer { channel.free() }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
+        defer { scratch.deallocate() }
+        var errors = [UInt8]()
+        // The whole stream is bounded too: headers, names and link targets of
+        // entries that are skipped cost transfer time without counting as files.
+        let streamLimit = spec.collectLimits.maxBytes.addingClamped(256 << 20)
+        var streamed: Int64 = 0
+        let reader = try TarReader { buffer in
+            while true {
+                try session.checkpoint(deadline: deadline)
+                switch try channel.read(.stdout, into: buffer) {
+                case .data(let count):
+                    streamed += Int64(count)
+                    guard streamed <= streamLimit else {
+                        throw AirlockError(
+                            .guestFailed, "the guest sent more than \(Sizes.format(streamLimit)) of result stream")
+                    }
+                    return count
+                case .end: return 0
+                case .wouldBlock:
+                    // Keep stderr flowing too, or a chatty guest could stall the stream.
+                    if case .data(let count) = try channel.read(.stderr, into: scratch) {
+                        if errors.count < 65536 {
+                            errors += UnsafeRawBufferPointer(rebasing: scratch[0..<count]).prefix(65536 - errors.count)
+                        }
+                        continue
+                    }
+                    try channel.wait(deadline: deadline)
+                }
+            }
+        }
+        defer { report.note(refusedInGuest(errors)) }
+        try Collector(limits: spec.collectLimits) { try session.checkpoint(deadline: deadline) }.collect(
+            from: reader, into: resultsFolder.appendingPathComponent("out"), report: &report)
+        report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
+        if report.limitReached == nil {
+            let status = try channel.drain(deadline: min(deadline, .now + .seconds(30))) { _, _ in }
+            if status != .exited(0) {
+                logger.info(
+                    "guest tar reported trouble while packing results",
+                    metadata: [
+                        "status": "\(status)", "stderr": Terminal.escape(String(decoding: errors, as: UTF8.self)),
+                    ])
+            }
+        }
+    }
+
+    /// The files the guest left out for being over the limit, from its
+    /// `refused SIZE NAME` lines.
+    func refusedInGuest(_ stderr: [UInt8]) -> [CollectReport.Skipped] {
+        let limit = Sizes.format(spec.collectLimits.maxBytes)
+        return String(decoding: stderr, as: UTF8.self).split(separator: "\n").prefix(1000).compactMap { line in
+            let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[0] == "refused", let size = Int64(parts[1]) else { return nil }
+            let name = parts[2].hasPrefix("./") ? parts[2].dropFirst(2) : parts[2]
+            return CollectReport.Skipped(
+                path: Terminal.escape(String(name)), reason: "result exceeds limit (\(Sizes.format(size)) > \(limit))")
+        }
+    }
+}
+
+/// One output stream's file in the result folder, keeping at most `limit` bytes.
+private final class OutputFile {
+    private let handle: Int32
+    private let limit: Int64
+    private(set) var received: Int64 = 0
+    private(set) var truncated = false
+
+    init(url: URL, limit: Int64) throws {
+        handle = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard handle >= 0 else {
+            throw AirlockError(.internalError, "cannot create '\(url.path)'", cause: POSIXFailure())
+        }
+        self.limit = limit
+    }
+
+    deinit {
+        close(handle)
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        let room = max(0, limit - received)
+        received += Int64(bytes.count)
+        let keep = Int(min(Int64(bytes.count), room))
+        if keep < bytes.count {
+            truncated = true
+        }
+        var offset = 0
+        while offset < keep {
+            let written = write(handle, bytes.baseAddress?.advanced(by: offset), keep - offset)
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 { return }
+            offset += written
+        }
+    }
+}
