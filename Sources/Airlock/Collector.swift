@@ -228,15 +228,9 @@ struct Collector {
                 }
                 continue
             }
-            var offset = 0
-            while offset < count {
-                let written = write(fd, buffer.baseAddress?.advanced(by: offset), count - offset)
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else {
-                    throw AirlockError(
-                        .internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
-                }
-                offset += written
+            guard writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<count])) else {
+                throw AirlockError(
+                    .internalError, "cannot write result file '\(Terminal.escape(name))'", cause: POSIXFailure())
             }
         }
         // A file that ends in a hole needs its length set explicitly.
@@ -318,6 +312,20 @@ private final class FolderCursor {
         descriptors = Array(descriptors.prefix(1))
         names = []
     }
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+///
+/// - Returns: false when a write fails; `errno` then says why.
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let written = write(fd, bytes.baseAddress?.advanced(by: offset), bytes.count - offset)
+        if written < 0 && errno == EINTR { continue }
+        guard written > 0 else { return false }
+        offset += written
+    }
+    return true
 }
 
 /// The current `errno` as an error.

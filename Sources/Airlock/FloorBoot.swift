@@ -50,7 +50,7 @@ public struct FloorBoot: Sendable {
             process.waitUntilExit()
         }
         let deadline = start + timeout
-        try waitForLine("airlock: ready", on: console.fileHandleForReading.fileDescriptor, deadline: deadline)
+        try waitForLine(ConsoleWatcher.readyLine, on: console.fileHandleForReading.fileDescriptor, deadline: deadline)
         try readBanner(port: port, deadline: deadline)
         let elapsed = ContinuousClock.now - start
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -88,10 +88,7 @@ public struct FloorBoot: Sendable {
     private func readBanner(port: Int, deadline: ContinuousClock.Instant) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var address = PortAllocator.loopback(port: port)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))

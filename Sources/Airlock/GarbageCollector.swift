@@ -28,17 +28,10 @@ public struct GarbageCollector: Sendable {
     /// - Returns: The names of the domains destroyed and folders removed.
     /// - Throws: `AirlockError` when libvirt cannot be reached.
     public func run() throws(AirlockError) -> Report {
-        let connection: Connection
-        do {
-            connection = try Connection(uri: connectURI)
-        } catch {
-            throw AirlockError(
-                .hostUnavailable, "cannot connect to libvirt at '\(connectURI)'",
-                hint: "start libvirtd, or pass another URI with --connect", cause: error)
-        }
+        let connection = try Connection.airlock(uri: connectURI)
         defer { connection.close() }
         var report = Report()
-        let runFolder = stateFolder.appendingPathComponent("run")
+        let runFolder = JobOwner.runFolder(in: stateFolder)
 
         let domains: [Domain]
         do {
@@ -74,6 +67,11 @@ public struct GarbageCollector: Sendable {
 /// (the start time from /proc, so that a reused PID is not mistaken for it).
 enum JobOwner {
     static let fileName = "owner"
+
+    /// The folder that holds one folder per job while it runs.
+    static func runFolder(in stateFolder: URL) -> URL {
+        stateFolder.appendingPathComponent("run")
+    }
 
     /// Records the current process as the owner of the job folder.
     static func record(in folder: URL) {

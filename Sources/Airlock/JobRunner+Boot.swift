@@ -12,7 +12,7 @@ extension JobRunner {
     ) throws -> Guest {
         // QEMU runs as its own user: it may pass through these folders, but
         // not list them; libvirt hands it the key file for the guest's lifetime.
-        let runFolder = spec.stateFolder.appendingPathComponent("run")
+        let runFolder = JobOwner.runFolder(in: spec.stateFolder)
         let jobFolder = runFolder.appendingPathComponent(jobID)
         try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
         _ = chmod(runFolder.path, 0o711)
@@ -30,8 +30,14 @@ extension JobRunner {
 
         var accelerator = plan.first
         var probing = plan.probing
-        var fellBack = false
         let cache = AcceleratorCache(folder: spec.stateFolder.appendingPathComponent("accel"))
+        func fallBackToTCG(_ why: String, error: Error? = nil) {
+            var metadata = ["host.uri": connection.uri]
+            metadata["error"] = error.map { "\($0)" }
+            logger.info("KVM \(why) the guest; falling back to TCG emulation", metadata: metadata)
+            accelerator = .tcg
+            probing = false
+        }
         while true {
             let defineStart = ContinuousClock.now
             var guest: Guest
@@ -39,12 +45,7 @@ extension JobRunner {
                 guest = try launch(
                     image: image, accelerator: accelerator, keysFile: keysFile, connection: connection, keys: keys)
             } catch  where probing {
-                logger.info(
-                    "KVM could not start the guest; falling back to TCG emulation",
-                    metadata: ["host.uri": connection.uri, "error": "\(error)"])
-                accelerator = .tcg
-                probing = false
-                fellBack = true
+                fallBackToTCG("could not start", error: error)
                 continue
             }
             result.phases.define = seconds(since: defineStart)
@@ -60,20 +61,15 @@ extension JobRunner {
                 throw AirlockError(.cancelled, "job '\(jobID)' was canceled")
             }
             if !ready && probing {
-                logger.info(
-                    "KVM did not start the guest; falling back to TCG emulation",
-                    metadata: ["host.uri": connection.uri])
                 destroy(guest)
-                accelerator = .tcg
-                probing = false
-                fellBack = true
+                fallBackToTCG("did not boot")
                 continue
             }
             guard ready else {
                 throw bootFailure(guest, deadlinePassed: !guest.console.hasEnded)
             }
             // Remember what auto found, once a guest has really booted on it.
-            if spec.accelerator == .auto && (probing || fellBack || cache.lookup(uri: connection.uri) == nil) {
+            if spec.accelerator == .auto && cache.lookup(uri: connection.uri) != accelerator {
                 cache.remember(accelerator, uri: connection.uri)
             }
             logger.debug("guest ready", metadata: ["domain.name": guest.domain.name, "ssh.port": "\(guest.port)"])

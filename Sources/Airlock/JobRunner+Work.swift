@@ -28,14 +28,16 @@ extension JobRunner {
             try collect(session, into: &report)
         } catch {
             // The command's own outcome stays in result.json; the job fails (exit 125).
-            result.state = isCancelled ? .canceled : .failed
-            result.errorCode = (isCancelled ? AirlockError.Code.cancelled : .guestFailed).description
+            result.state = .failed
+            result.errorCode = AirlockError.Code.guestFailed.description
             result.error = "collecting results from guest '\(guest.domain.name)' failed: \(describe(error))"
         }
         result.collected = report
-        if isCancelled && result.state != .canceled {
+        // A cancel may surface as a failed read, or not at all (data kept flowing).
+        if isCancelled {
             result.state = .canceled
-            result.error = "canceled while results were collected"
+            result.errorCode = AirlockError.Code.cancelled.description
+            result.error = result.error ?? "canceled while results were collected"
         }
         result.phases.collect = seconds(since: collectStart)
     }
@@ -185,10 +187,13 @@ extension JobRunner {
                 }
             }
         }
-        defer { report.note(refusedInGuest(errors)) }
+        // What the guest said on stderr counts even when collection fails.
+        defer {
+            report.note(refusedInGuest(errors))
+            report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
+        }
         try Collector(limits: spec.collectLimits) { try session.checkpoint(deadline: deadline) }.collect(
             from: reader, into: resultsFolder.appendingPathComponent("out"), report: &report)
-        report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
         if report.limitReached == nil {
             let status = try channel.drain(deadline: min(deadline, .now + .seconds(30))) { _, _ in }
             if status != .exited(0) {
@@ -241,12 +246,6 @@ private final class OutputFile {
         if keep < bytes.count {
             truncated = true
         }
-        var offset = 0
-        while offset < keep {
-            let written = write(handle, bytes.baseAddress?.advanced(by: offset), keep - offset)
-            if written < 0 && errno == EINTR { continue }
-            if written <= 0 { return }
-            offset += written
-        }
+        _ = writeAll(handle, UnsafeRawBufferPointer(rebasing: bytes[0..<keep]))
     }
 }

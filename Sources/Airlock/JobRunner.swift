@@ -89,7 +89,7 @@ public final class JobRunner: @unchecked Sendable {
                 .exists, "result folder '\(results.path)' already exists and is not empty",
                 hint: "choose another folder with --results")
         }
-        let connection = try connect()
+        let connection = try Connection.airlock(uri: spec.connectURI)
         defer { connection.close() }
         let plan = try acceleratorPlan(connection)
 
@@ -125,18 +125,6 @@ public final class JobRunner: @unchecked Sendable {
         let port: Int
         let keys: GuestKeys
         var session: Session?
-    }
-
-    func connect() throws(AirlockError) -> Connection {
-        do {
-            return try Connection(uri: spec.connectURI)
-        } catch {
-            throw AirlockError(
-                .hostUnavailable, "cannot connect to libvirt at '\(spec.connectURI)'",
-                hint: "start libvirtd (as root: 'setsid /usr/sbin/libvirtd -d', or 'systemctl start libvirtd') "
-                    + "or pass another URI with --connect",
-                cause: error)
-        }
     }
 
     /// The accelerators to try, in order, and whether the first is a probe.

@@ -12,10 +12,7 @@ enum PortAllocator {
             throw AirlockError(.internalError, "cannot open a socket to find a free port", cause: POSIXFailure())
         }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var address = loopback(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
@@ -30,5 +27,14 @@ enum PortAllocator {
             throw AirlockError(.internalError, "cannot read the bound port", cause: POSIXFailure())
         }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// The IPv4 socket address 127.0.0.1:`port`.
+    static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        return address
     }
 }
