@@ -4,6 +4,14 @@
 # QEMU processes are reaped as soon as they exit.
 set -eu
 
+# Without udev (containers, CI) /dev/kvm may be root's alone. QEMU runs as
+# libvirt-qemu, so libvirt then finds KVM unusable while its cached QEMU
+# capabilities say otherwise, and probes QEMU again on every guest start
+# (about 15 s each). Debian's udev rule gives the device to group kvm.
+if [ -c /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" != kvm ] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm && chmod 660 /dev/kvm
+fi
+
 if virsh -c qemu:///system version >/dev/null 2>&1; then
     exit 0
 fi

@@ -57,6 +57,12 @@ public struct AirlockError: Error, CustomStringConvertible, Sendable {
         self.cause = cause
     }
 
+    /// The same error with `context` (such as the file and line a job came
+    /// from) in front of its message.
+    public func within(_ context: String) -> AirlockError {
+        AirlockError(code, "\(context): \(message)", hint: hint, cause: cause)
+    }
+
     /// The message followed by the cause's own message.
     public var description: String {
         guard let cause else { return message }

@@ -342,39 +342,3 @@ extension Int64 {
         return overflow ? .max : sum
     }
 }
-
-/// Human byte counts (binary units).
-public enum Sizes {
-    public static func format(_ bytes: Int64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-        var value = Double(bytes)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        if unit == 0 || value == value.rounded() {
-            return "\(Int64(value.rounded())) \(units[unit])"
-        }
-        return String(format: "%.1f %@", value, units[unit])
-    }
-
-    /// Parses "100", "100K", "512M", "1G", "10MiB" (binary units).
-    public static func parse(_ text: String) -> Int64? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        let digits = trimmed.prefix { $0.isNumber }
-        guard let number = Int64(digits) else { return nil }
-        let suffix = trimmed.dropFirst(digits.count).lowercased()
-        let scale: Int64
-        switch suffix {
-        case "", "b": scale = 1
-        case "k", "kb", "kib": scale = 1 << 10
-        case "m", "mb", "mib": scale = 1 << 20
-        case "g", "gb", "gib": scale = 1 << 30
-        case "t", "tb", "tib": scale = 1 << 40
-        default: return nil
-        }
-        let (result, overflow) = number.multipliedReportingOverflow(by: scale)
-        return overflow ? nil : result
-    }
-}

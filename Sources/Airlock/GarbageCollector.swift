@@ -1,9 +1,12 @@
+import AirlockLog
 import Foundation
 import Libvirt
 
 /// Finds what jobs left behind when the process running them died (SIGKILL,
-/// a crash, a power cut) and removes it: Airlock domains whose owner is gone,
-/// and job folders with no live owner.
+/// a crash, a power cut) and removes it: stored jobs whose process is gone
+/// (through `Recovery`: requeued or ended), Airlock domains whose owner is
+/// gone, job folders with no live owner, and workload snapshots no
+/// unfinished job uses.
 ///
 /// Each job folder holds an `owner` file (the PID and start time of the
 /// process running the job); a domain is Airlock's when its `<metadata>`
@@ -11,16 +14,24 @@ import Libvirt
 public struct GarbageCollector: Sendable {
     public let connectURI: String
     public let stateFolder: URL
+    public let logger: Logger
 
-    public init(connectURI: String, stateFolder: URL) {
+    public init(connectURI: String, stateFolder: URL, logger: Logger) {
         self.connectURI = connectURI
         self.stateFolder = stateFolder
+        self.logger = logger
     }
 
     /// What one pass removed.
     public struct Report: Sendable, Equatable {
         public var domains: [String] = []
         public var folders: [String] = []
+        /// Stored jobs whose process died, put back in the queue.
+        public var requeued: [String] = []
+        /// Stored jobs whose process died, ended as lost or canceled.
+        public var ended: [String] = []
+        /// Workload snapshots removed.
+        public var snapshots: [String] = []
     }
 
     /// Removes leftovers of dead jobs.
@@ -32,6 +43,18 @@ public struct GarbageCollector: Sendable {
         defer { connection.close() }
         var report = Report()
         let runFolder = JobOwner.runFolder(in: stateFolder)
+
+        // Stored jobs first: Recovery destroys their guests and settles them in the store.
+        var queue: JobQueue?
+        if FileManager.default.fileExists(atPath: JobStore.file(in: stateFolder).path) {
+            queue = try JobQueue(stateFolder: stateFolder)
+        }
+        if let queue {
+            let recovered = try Recovery(queue: queue, logger: logger).run()
+            report.requeued = recovered.requeued
+            report.ended = recovered.ended
+            report.domains += recovered.domains
+        }
 
         let domains: [Domain]
         do {
@@ -59,12 +82,35 @@ public struct GarbageCollector: Sendable {
                 report.folders.append(folder.path)
             }
         }
+        if let queue {
+            report.snapshots = sweepSnapshots(queue)
+        }
         return report
+    }
+
+    /// Removes snapshots that no unfinished job uses. Young ones are left
+    /// alone: a submission may be about to store the jobs that use them.
+    private func sweepSnapshots(_ queue: JobQueue) -> [String] {
+        let folder = WorkloadSnapshot.folder(in: stateFolder)
+        var removed: [String] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] {
+            let file = folder.appendingPathComponent(name).path
+            let attributes = try? FileManager.default.attributesOfItem(atPath: file)
+            let age = Date().timeIntervalSince(attributes?[.modificationDate] as? Date ?? .distantPast)
+            let unused =
+                name.hasSuffix(".part")
+                ? age > 3600
+                : name.hasSuffix(".tar") && age > 600
+                    && (try? queue.store.isWorkloadInUse(file)) == false
+            if unused, unlink(file) == 0 {
+                removed.append(file)
+            }
+        }
+        return removed
     }
 }
 
-/// The process that runs a job, recorded in its folder as "PID STARTTIME"
-/// (the start time from /proc, so that a reused PID is not mistaken for it).
+/// The process that runs a job, recorded in its folder as a `ProcessToken`.
 enum JobOwner {
     static let fileName = "owner"
 
@@ -75,10 +121,8 @@ enum JobOwner {
 
     /// Records the current process as the owner of the job folder.
     static func record(in folder: URL) {
-        let pid = getpid()
-        guard let start = startTime(of: pid) else { return }
         _ = FileManager.default.createFile(
-            atPath: folder.appendingPathComponent(fileName).path, contents: Data("\(pid) \(start)\n".utf8))
+            atPath: folder.appendingPathComponent(fileName).path, contents: Data("\(ProcessToken.current)\n".utf8))
     }
 
     /// Whether the process recorded in the folder still runs. A folder
@@ -91,18 +135,6 @@ enum JobOwner {
             let made = attributes?[.modificationDate] as? Date ?? .distantPast
             return Date().timeIntervalSince(made) < 10
         }
-        let fields = text.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-        guard fields.count == 2, let pid = Int32(fields[0]) else { return false }
-        return startTime(of: pid) == fields[1]
-    }
-
-    /// Field 22 of /proc/PID/stat: the process's start time in clock ticks.
-    private static func startTime(of pid: Int32) -> String? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // Fields after the command name, which may itself hold spaces.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 19 ? String(fields[19]) : nil
+        return ProcessToken.isAlive(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }

@@ -12,6 +12,9 @@ public struct JobResult: Sendable, Codable, Equatable {
         case timedOut = "timed_out"
         /// The user stopped the job.
         case canceled
+        /// The process running the job died and the job was not run again
+        /// (jobs in the store only).
+        case lost
     }
 
     /// How long each phase took, in seconds.
@@ -27,6 +30,8 @@ public struct JobResult: Sendable, Codable, Equatable {
 
     public var jobID: String
     public var state: State
+    /// Which attempt this was, for jobs run from the store (1 for the first).
+    public var attempt: Int?
     /// The command's exit code, when it exited.
     public var exitCode: Int32?
     /// The signal that ended the command (e.g. "KILL"), when it died of one.
@@ -57,6 +62,7 @@ public struct JobResult: Sendable, Codable, Equatable {
         case .succeeded: return 0
         case .timedOut: return ExitCode.timedOut
         case .canceled: return ExitCode.canceled
+        case .lost: return ExitCode.jobFailed
         case .failed:
             // Airlock's own failure wins over the command's code, which stays in result.json.
             if let errorCode {
@@ -66,6 +72,41 @@ public struct JobResult: Sendable, Codable, Equatable {
             if let exitCode { return exitCode }
             if let signal { return 128 + (Signals.number(of: signal) ?? 0) }
             return ExitCode.jobFailed
+        }
+    }
+}
+
+extension JobResult {
+    /// Why the job ended as it did, in words; nil when it succeeded.
+    public var reason: String? {
+        switch state {
+        case .succeeded: return nil
+        case .failed:
+            if let error { return error }
+            if let exitCode { return "command exited with status \(exitCode)" }
+            if let signal { return "command killed by signal \(signal)" }
+            return "unknown error"
+        case .timedOut, .lost: return error
+        case .canceled: return error ?? "canceled"
+        }
+    }
+
+    /// Whether the job failed for reasons of the machinery rather than the
+    /// workload, so that running it again may well succeed: the guest never
+    /// came up, SSH or libvirt failed before the command started, or the SSH
+    /// connection dropped while the command ran.
+    ///
+    /// - Parameter commandStarted: Whether the command had been started.
+    /// - Returns: true for a failure worth another attempt.
+    public func isInfrastructureFailure(commandStarted: Bool) -> Bool {
+        guard state == .failed, let errorCode else { return false }
+        switch errorCode {
+        case AirlockError.Code.hostUnavailable.description, AirlockError.Code.connectionLost.description:
+            return true
+        case AirlockError.Code.guestFailed.description:
+            return !commandStarted
+        default:
+            return false
         }
     }
 }

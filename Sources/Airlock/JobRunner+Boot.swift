@@ -157,6 +157,13 @@ extension JobRunner {
     }
 
     func bootFailure(_ guest: Guest, deadlinePassed: Bool) -> AirlockError {
+        // A console that ends with the connection means libvirtd went away, not the guest.
+        if !guest.domain.connection.isAlive {
+            return AirlockError(
+                .hostUnavailable,
+                "lost the connection to libvirt at '\(spec.connectURI)' while guest '\(guest.domain.name)' booted",
+                hint: "check that libvirtd is running")
+        }
         let messages = guest.console.guestMessages
         let tail = guest.console.tail()
         var message =

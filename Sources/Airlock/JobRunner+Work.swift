@@ -10,6 +10,7 @@ extension JobRunner {
     /// Upload, run, collect.
     func work(in guest: Guest, image: Image, result: inout JobResult) throws {
         guard let session = guest.session else { return }
+        onPhase(.running)
 
         let uploadStart = ContinuousClock.now
         try upload(session)
@@ -22,6 +23,7 @@ extension JobRunner {
         logger.debug("command ended", metadata: ["job.state": result.state.rawValue])
 
         if result.state == .canceled { return }
+        onPhase(.collecting)
         let collectStart = ContinuousClock.now
         var report = CollectReport()
         do {
@@ -47,11 +49,17 @@ extension JobRunner {
         let channel = try session.exec(
             GuestScript.unpack() + " && find . -print0 | tr -dc '\\000' | wc -c", deadline: deadline)
         defer { channel.free() }
-        let writer = try TarWriter { bytes in
-            try channel.write(bytes, deadline: deadline)
+        let entries: Int
+        if let snapshot = spec.workloadSnapshot {
+            try snapshot.stream { bytes in try channel.write(bytes, deadline: deadline) }
+            entries = snapshot.entries
+        } else {
+            let writer = try TarWriter { bytes in
+                try channel.write(bytes, deadline: deadline)
+            }
+            entries = try writer.appendContents(of: spec.workload)
+            try writer.finish()
         }
-        let entries = try writer.appendContents(of: spec.workload)
-        try writer.finish()
         try channel.sendEOF(deadline: deadline)
 
         var answer = [UInt8]()
@@ -88,6 +96,7 @@ extension JobRunner {
         let script = GuestScript.run(command: spec.command, environment: spec.environment)
         let channel = try session.exec(script, deadline: nil)
         defer { channel.free() }
+        commandStarted = true
         let deadline = ContinuousClock.now + spec.timeout
         let sink: (Channel.Stream, UnsafeRawBufferPointer) throws -> Void = { [output] stream, bytes in
             switch stream {
@@ -109,7 +118,7 @@ extension JobRunner {
             // The killed command's last output and its exit still come through.
             _ = try? channel.drain(deadline: .now + .seconds(5), output: sink)
             result.state = .timedOut
-            result.error = "the command ran past its timeout of \(Self.format(spec.timeout)) and was killed"
+            result.error = "the command ran past its timeout of \(Durations.format(spec.timeout)) and was killed"
             return
         } catch let error as SSHError where error.kind == .interrupted {
             result.state = .canceled

@@ -9,6 +9,14 @@ public enum OutputStream: Sendable {
     case stdout, stderr
 }
 
+/// The steps of a job that its observer hears about, after boot.
+public enum JobPhase: Sendable {
+    /// SSH is up: the workload is about to be pushed and run.
+    case running
+    /// The command has ended: results are about to be collected.
+    case collecting
+}
+
 /// Runs one job in one fresh guest, start to finish: make the guest, push the
 /// workload, run the command, collect the results, destroy everything.
 ///
@@ -22,23 +30,32 @@ public final class JobRunner: @unchecked Sendable {
     public let spec: JobSpec
     let logger: Logger
     let output: @Sendable (OutputStream, UnsafeRawBufferPointer) -> Void
+    let onPhase: @Sendable (JobPhase) -> Void
     let interrupt = Interrupt()
     let shared = Mutex<(cancelled: Bool, domain: String?, jobFolder: String?)>((false, nil, nil))
 
+    /// Whether the job's command was started in the guest. Set by `run()`;
+    /// read it after `run()` returns.
+    public internal(set) var commandStarted = false
+
     /// - Parameters:
     ///   - spec: A validated job spec.
+    ///   - jobID: The job's id; a fresh one when nil.
     ///   - logger: Receives one debug record per lifecycle step.
     ///   - output: Receives the command's output live, chunk by chunk.
+    ///   - onPhase: Told, on `run()`'s thread, when the job moves on from boot to work and from work to collection.
     public init(
-        spec: JobSpec, logger: Logger,
-        output: @escaping @Sendable (OutputStream, UnsafeRawBufferPointer) -> Void = { _, _ in }
+        spec: JobSpec, jobID: String? = nil, logger: Logger,
+        output: @escaping @Sendable (OutputStream, UnsafeRawBufferPointer) -> Void = { _, _ in },
+        onPhase: @escaping @Sendable (JobPhase) -> Void = { _ in }
     ) {
-        self.jobID = Self.makeJobID()
+        self.jobID = jobID ?? Self.makeJobID()
         self.spec = spec
         var logger = logger
-        logger[metadataKey: "job.id"] = jobID
+        logger[metadataKey: "job.id"] = self.jobID
         self.logger = logger
         self.output = output
+        self.onPhase = onPhase
     }
 
     /// Asks the job to stop. Waits in progress end at once; the guest and the
@@ -112,7 +129,7 @@ public final class JobRunner: @unchecked Sendable {
         result.phases.destroy = seconds(since: destroyStart)
         result.phases.total = seconds(since: started)
         result.finishedAt = Date()
-        writeResult(result, to: results)
+        JobResultFile.write(result, to: results)
         return result
     }
 
@@ -204,13 +221,11 @@ public final class JobRunner: @unchecked Sendable {
         if let guest {
             guest.session?.close()
             destroy(guest)
-        } else if let name = shared.withLock({ $0.domain }),
-            let connection = try? Connection(uri: spec.connectURI),
-            let domain = try? connection.domain(named: name)
-        {
-            _ = try? domain.destroy()
+        } else if let name = shared.withLock({ $0.domain }) {
+            if destroyDomain(named: name, connection: nil) {
+                shared.withLock { $0.domain = nil }
+            }
         }
-        shared.withLock { $0.domain = nil }
         if let folder = shared.withLock({ $0.jobFolder }) {
             try? FileManager.default.removeItem(atPath: folder)
             shared.withLock { $0.jobFolder = nil }
@@ -218,28 +233,49 @@ public final class JobRunner: @unchecked Sendable {
     }
 
     func destroy(_ guest: Guest) {
-        do {
-            try guest.domain.destroy()
-            logger.debug("domain destroyed", metadata: ["domain.name": guest.domain.name])
-        } catch {
-            logger.info(
-                "destroying the domain failed", metadata: ["domain.name": guest.domain.name, "error": "\(error)"])
+        if destroyDomain(named: guest.domain.name, connection: guest.domain) {
+            shared.withLock { $0.domain = nil }
         }
         guest.console.stop()
-        shared.withLock { $0.domain = nil }
     }
 
-    func writeResult(_ result: JobResult, to folder: URL) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        guard let data = try? encoder.encode(result) else { return }
-        try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let target = folder.appendingPathComponent("result.json")
-        let temporary = folder.appendingPathComponent(".result.json.tmp")
-        if FileManager.default.createFile(atPath: temporary.path, contents: data + Data("\n".utf8)) {
-            _ = rename(temporary.path, target.path)
+    /// Destroys a domain, through `domain` when given, else (or when that
+    /// fails) through fresh connections: libvirtd may have restarted under
+    /// the job, which leaves the guest running and the old connection dead.
+    ///
+    /// - Returns: Whether the domain is gone.
+    func destroyDomain(named name: String, connection domain: Domain?) -> Bool {
+        var lastError: Error?
+        if let domain {
+            do {
+                try domain.destroy()
+                logger.debug("domain destroyed", metadata: ["domain.name": name])
+                return true
+            } catch {
+                lastError = error
+            }
         }
+        let deadline = ContinuousClock.now + .seconds(30)
+        repeat {
+            do {
+                let connection = try Connection(uri: spec.connectURI)
+                defer { connection.close() }
+                if let found = try connection.domain(named: name) {
+                    try found.destroy()
+                }
+                if lastError != nil {
+                    logger.info("domain destroyed through a new libvirt connection", metadata: ["domain.name": name])
+                }
+                return true
+            } catch {
+                lastError = error
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while ContinuousClock.now < deadline
+        logger.warning(
+            "guest could not be destroyed; 'airlock gc' removes it once libvirtd answers",
+            metadata: ["domain.name": name, "error": "\(lastError.map { "\($0)" } ?? "")"])
+        return false
     }
 
     // MARK: - Helpers
@@ -248,11 +284,6 @@ public final class JobRunner: @unchecked Sendable {
         let elapsed = ContinuousClock.now - start
         let (whole, fraction) = elapsed.components
         return ((Double(whole) + Double(fraction) / 1e18) * 1000).rounded() / 1000
-    }
-
-    static func format(_ duration: Duration) -> String {
-        let seconds = duration.components.seconds
-        return seconds % 60 == 0 && seconds >= 60 ? "\(seconds / 60) min" : "\(seconds) s"
     }
 
     /// Twelve random lowercase hex digits.

@@ -10,6 +10,9 @@ public struct JobSpec: Sendable {
     public var image: String
     /// The host folder copied to /work in the guest.
     public var workload: URL
+    /// When set, the upload sends this frozen copy of `workload` instead of
+    /// reading the folder (jobs submitted to the store).
+    public var workloadSnapshot: WorkloadSnapshot?
     /// The command and its arguments, run in /work.
     public var command: [String]
     public var environment: [(String, String)] = []
@@ -55,18 +58,15 @@ public struct JobSpec: Sendable {
                 .invalidArgument, "no command given",
                 hint: "put the command after '--', for example: airlock run --image tiny --workload DIR -- sh run.sh")
         }
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder) else {
-            throw AirlockError(
-                .invalidArgument, "workload folder '\(workload.path)' does not exist",
-                hint: "pass an existing folder with --workload; its contents are copied to /work in the guest")
+        if let snapshot = workloadSnapshot {
+            guard FileManager.default.isReadableFile(atPath: snapshot.file) else {
+                throw AirlockError(
+                    .invalidArgument, "the workload snapshot '\(snapshot.file)' of '\(workload.path)' is gone",
+                    hint: "submit the job again")
+            }
+        } else {
+            try Self.checkWorkloadFolder(workload)
         }
-        guard isFolder.boolValue else {
-            throw AirlockError(
-                .invalidArgument, "workload '\(workload.path)' is a file, not a folder",
-                hint: "pass the folder that holds it; the folder's contents are copied to /work in the guest")
-        }
-        try Self.checkWorkloadEntries(in: workload)
         guard timeout > .zero else {
             throw AirlockError(.invalidArgument, "the timeout must be positive", hint: "for example --timeout 10m")
         }
@@ -97,6 +97,22 @@ public struct JobSpec: Sendable {
         guard collectPath.hasPrefix("/"), !collectPath.utf8.contains(0) else {
             throw AirlockError(.invalidArgument, "the collect path '\(collectPath)' must be an absolute guest path")
         }
+    }
+
+    /// Checks that the workload is an existing folder whose entries can all be copied.
+    static func checkWorkloadFolder(_ workload: URL) throws(AirlockError) {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder) else {
+            throw AirlockError(
+                .invalidArgument, "workload folder '\(workload.path)' does not exist",
+                hint: "pass an existing folder with --workload; its contents are copied to /work in the guest")
+        }
+        guard isFolder.boolValue else {
+            throw AirlockError(
+                .invalidArgument, "workload '\(workload.path)' is a file, not a folder",
+                hint: "pass the folder that holds it; the folder's contents are copied to /work in the guest")
+        }
+        try checkWorkloadEntries(in: workload)
     }
 
     /// Refuses, before any guest starts, workload entries that cannot be

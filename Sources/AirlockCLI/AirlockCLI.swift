@@ -8,14 +8,79 @@ public enum AirlockCLI {
     static let usage = """
         Usage: airlock <command> [options]
 
-        Commands:
-          run       run one command in a fresh guest and collect its results
-          bench     time the hello job against a bare QEMU boot
-          gc        remove guests and files left by jobs whose process died
-          help      show this text, or 'airlock help COMMAND'
+        One job:
+          run         run one command in a fresh guest and collect its results
+
+        Many jobs, later:
+          submit      queue a job, or a batch of them, and return at once
+          controller  run queued jobs within the host's capacity, until stopped
+          ls          list jobs, by state, batch or label
+          status      show one job and its history
+          logs        print (or follow) a job's output
+          collect     copy finished results out, or wait for them
+          cancel      stop queued and running jobs
+
+        Upkeep:
+          gc          remove guests and files left by processes that died
+          bench       time jobs against bare QEMU, or the controller's throughput
+          help        show this text, or 'airlock help COMMAND'
 
         Run 'airlock COMMAND --help' for a command's options.
         """
+
+    /// One subcommand: its texts and how to run it.
+    private struct Command: Sendable {
+        let usage: String
+        let help: String
+        let body: @Sendable ([String], [String: String]) throws -> Int32
+    }
+
+    private static let commands: [String: Command] = [
+        "run": Command(usage: RunCommand.usage, help: RunCommand.help) { arguments, environment in
+            let command = try RunCommand.parse(arguments, environment: environment)
+            try command.validate()
+            let logger = bootstrapLogger(debug: command.debug, label: "airlock.run")
+            return try command.run(logger: logger, signals: installSignals())
+        },
+        "submit": Command(usage: SubmitCommand.usage, help: SubmitCommand.help) { arguments, environment in
+            try SubmitCommand.parse(arguments, environment: environment).run()
+        },
+        "controller": Command(usage: ControllerCommand.usage, help: ControllerCommand.help) { arguments, environment in
+            let command = try ControllerCommand.parse(arguments, environment: environment)
+            let logger = bootstrapLogger(debug: command.debug, label: "airlock.controller", service: true)
+            return try command.run(logger: logger, signals: installSignals())
+        },
+        "worker": Command(usage: WorkerCommand.usage, help: WorkerCommand.usage) { arguments, environment in
+            let command = try WorkerCommand.parse(arguments, environment: environment)
+            let logger = bootstrapLogger(debug: command.debug, label: "airlock.worker", service: true)
+            return try command.run(logger: logger, signals: installSignals())
+        },
+        "ls": Command(usage: ListCommand.usage, help: ListCommand.help) { arguments, environment in
+            try ListCommand.parse(arguments, environment: environment).run()
+        },
+        "status": Command(usage: StatusCommand.usage, help: StatusCommand.help) { arguments, environment in
+            try StatusCommand.parse(arguments, environment: environment).run()
+        },
+        "logs": Command(usage: LogsCommand.usage, help: LogsCommand.help) { arguments, environment in
+            try LogsCommand.parse(arguments, environment: environment).run()
+        },
+        "collect": Command(usage: CollectCommand.usage, help: CollectCommand.help) { arguments, environment in
+            try CollectCommand.parse(arguments, environment: environment).run(signals: installSignals())
+        },
+        "cancel": Command(usage: CancelCommand.usage, help: CancelCommand.help) { arguments, environment in
+            let command = try CancelCommand.parse(arguments, environment: environment)
+            return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.cancel"))
+        },
+        "gc": Command(usage: GCCommand.usage, help: GCCommand.help) { arguments, environment in
+            let command = try GCCommand.parse(arguments, environment: environment)
+            return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.gc"))
+        },
+        "bench": Command(usage: BenchCommand.usage, help: BenchCommand.help) { arguments, environment in
+            let command = try BenchCommand.parse(arguments, environment: environment)
+            let logger = bootstrapLogger(debug: command.debug, label: "airlock.bench")
+            return try command.run(logger: logger)
+        },
+    ]
 
     /// Runs the command line from the raw `argv`, refusing arguments that are
     /// not valid UTF-8 (they could not reach the guest byte for byte).
@@ -44,37 +109,15 @@ public enum AirlockCLI {
             return ExitCode.usage
         }
         let rest = Array(arguments.dropFirst())
-        let wantsHelp = rest.first == "--help" || rest.first == "-h"
+        if let command = commands[name] {
+            if rest.first == "--help" || rest.first == "-h" {
+                return printHelp(command.help)
+            }
+            return execute(usage: command.usage) { try command.body(rest, environment) }
+        }
         switch name {
-        case "run":
-            if wantsHelp { return printHelp(RunCommand.help) }
-            return execute(usage: RunCommand.usage) { () throws -> Int32 in
-                let command = try RunCommand.parse(rest, environment: environment)
-                try command.validate()
-                let logger = bootstrapLogger(debug: command.debug, label: "airlock.run")
-                let signals = SignalRelay()
-                signals.install()
-                return try command.run(logger: logger, signals: signals)
-            }
-        case "bench":
-            if wantsHelp { return printHelp(BenchCommand.help) }
-            return execute(usage: BenchCommand.usage) { () throws -> Int32 in
-                let command = try BenchCommand.parse(rest, environment: environment)
-                let logger = bootstrapLogger(debug: command.debug, label: "airlock.bench")
-                return try command.run(logger: logger)
-            }
-        case "gc":
-            if wantsHelp { return printHelp(GCCommand.help) }
-            return execute(usage: GCCommand.usage) { () throws -> Int32 in
-                try GCCommand.parse(rest, environment: environment).run()
-            }
         case "help", "--help", "-h":
-            switch rest.first {
-            case "run": return printHelp(RunCommand.help)
-            case "bench": return printHelp(BenchCommand.help)
-            case "gc": return printHelp(GCCommand.help)
-            default: return printHelp(usage)
-            }
+            return printHelp(rest.first.flatMap { commands[$0]?.help } ?? usage)
         case "version", "--version":
             print("airlock \(Version.string)")
             return 0
@@ -89,9 +132,17 @@ public enum AirlockCLI {
         return 0
     }
 
-    private static func bootstrapLogger(debug: Bool, label: String) -> Logger {
-        LoggingSystem.bootstrap(StderrLogHandler(verbose: debug))
+    /// Installs the process's log handler. A service (the controller and its
+    /// workers) always logs with timestamps and metadata: its lines are a record.
+    private static func bootstrapLogger(debug: Bool, label: String, service: Bool = false) -> Logger {
+        LoggingSystem.bootstrap(StderrLogHandler(verbose: debug || service))
         return Logger(label: label, level: debug ? .debug : .info)
+    }
+
+    private static func installSignals() -> SignalRelay {
+        let signals = SignalRelay()
+        signals.install()
+        return signals
     }
 
     /// Runs a subcommand body and turns its errors into messages and exit codes.

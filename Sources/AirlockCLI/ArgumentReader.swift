@@ -56,51 +56,26 @@ struct ArgumentReader {
     var rest: [String] { Array(remaining) }
 }
 
-/// Parsers for option values.
+/// Parsers for option values. The units themselves are Airlock's (`Durations`,
+/// `Sizes`), shared with job spec files.
 enum ValueParser {
-    /// "90", "90s", "5m", "2h", "1h30m", "1.5s" as a duration.
+    /// "90", "90s", "5m", "2h", "1h30m", "1.5s", "2d" as a duration.
     static func duration(_ text: String, option: String) throws(UsageError) -> Duration {
         if text.hasPrefix("-") {
-            return .zero - (try duration(String(text.dropFirst()), option: option))
+            throw UsageError(
+                "'\(text)' for \(option) is negative", hint: "durations are positive, such as 30s, 10m or 2h")
         }
-        var total = 0.0
-        var number = ""
-        var sawUnit = false
-        for character in text {
-            if character.isNumber || character == "." {
-                number.append(character)
-                continue
-            }
-            guard let value = Double(number) else {
-                throw UsageError("'\(text)' is not a duration for \(option)", hint: "use forms such as 30s, 10m or 2h")
-            }
-            switch character {
-            case "s": total += value
-            case "m": total += value * 60
-            case "h": total += value * 3600
-            default:
-                throw UsageError("'\(text)' is not a duration for \(option)", hint: "use forms such as 30s, 10m or 2h")
-            }
-            number = ""
-            sawUnit = true
+        guard let duration = Durations.parse(text) else {
+            throw UsageError(
+                "'\(text)' is not a duration for \(option)",
+                hint: "use forms such as 30s, 10m or 2h, at most \(Durations.maximum.components.seconds / 86400)d")
         }
-        if !number.isEmpty {
-            guard let value = Double(number) else {
-                throw UsageError("'\(text)' is not a duration for \(option)", hint: "use forms such as 30s, 10m or 2h")
-            }
-            total += value
-        } else if !sawUnit {
-            throw UsageError("'\(text)' is not a duration for \(option)", hint: "use forms such as 30s, 10m or 2h")
-        }
-        return .milliseconds(Int64((total * 1000).rounded()))
+        return duration
     }
 
     /// A size such as "512M", "1G", "100MiB"; a bare number is taken in `defaultUnit` bytes.
     static func size(_ text: String, option: String, defaultUnit: Int64 = 1) throws(UsageError) -> Int64 {
-        if let plain = Int64(text) {
-            return plain * defaultUnit
-        }
-        guard let bytes = Sizes.parse(text) else {
+        guard let bytes = Sizes.parse(text, defaultUnit: defaultUnit) else {
             throw UsageError("'\(text)' is not a size for \(option)", hint: "use forms such as 512M, 2G or 100MiB")
         }
         return bytes

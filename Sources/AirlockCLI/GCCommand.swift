@@ -1,4 +1,5 @@
 import Airlock
+import AirlockLog
 import Foundation
 
 /// `airlock gc`: removes what dead jobs left behind and says what it removed.
@@ -8,7 +9,10 @@ struct GCCommand {
     static let help = """
         Remove what jobs left behind when the process running them died
         (SIGKILL, a crash): their guests and their folders under STATE_DIR/run.
-        Jobs whose airlock process still runs are left alone.
+        Stored jobs whose process died are queued again, or end as lost when
+        no attempt is left; workload snapshots no unfinished job uses are
+        removed. Jobs whose airlock process still runs are left alone. A
+        running controller does all of this by itself.
 
         Usage: \(usage)
 
@@ -37,15 +41,26 @@ struct GCCommand {
         return command
     }
 
-    func run() throws(AirlockError) -> Int32 {
-        let report = try GarbageCollector(connectURI: connectURI, stateFolder: stateFolder).run()
+    func run(logger: Logger) throws(AirlockError) -> Int32 {
+        let report = try GarbageCollector(connectURI: connectURI, stateFolder: stateFolder, logger: logger).run()
+        for job in report.requeued {
+            print("queued again job \(job)")
+        }
+        for job in report.ended {
+            print("ended job \(job)")
+        }
+        for snapshot in report.snapshots {
+            print("removed workload snapshot \(snapshot)")
+        }
         for domain in report.domains {
             print("destroyed domain \(domain)")
         }
         for folder in report.folders {
             print("removed folder \(folder)")
         }
-        if report.domains.isEmpty && report.folders.isEmpty {
+        if report.domains.isEmpty && report.folders.isEmpty && report.requeued.isEmpty && report.ended.isEmpty
+            && report.snapshots.isEmpty
+        {
             Output.note("airlock: nothing to remove")
         }
         return 0

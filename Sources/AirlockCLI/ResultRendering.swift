@@ -14,16 +14,10 @@ enum ResultRendering {
         var outcome: String
         switch result.state {
         case .succeeded: outcome = "succeeded"
-        case .failed:
-            if let code = result.exitCode {
-                outcome = "failed: command exited with status \(code)"
-            } else if let signal = result.signal {
-                outcome = "failed: command killed by signal \(signal)"
-            } else {
-                outcome = "failed: \(result.error ?? "unknown error")"
-            }
+        case .failed: outcome = "failed: \(result.reason ?? "unknown error")"
         case .timedOut: outcome = "timed out: \(result.error ?? "")"
         case .canceled: outcome = "canceled"
+        case .lost: outcome = "lost: \(result.error ?? "the process running it died")"
         }
         var line = "airlock: job \(result.jobID) \(outcome)"
         if let total = result.phases.total {
@@ -59,10 +53,7 @@ enum ResultRendering {
     }
 
     static func json(_ result: JobResult) -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        return ((try? encoder.encode(result)) ?? Data("{}".utf8)) + Data("\n".utf8)
+        JobResultFile.encode(result)
     }
 }
 

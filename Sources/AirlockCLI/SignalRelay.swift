@@ -2,17 +2,48 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// Turns SIGINT and SIGTERM into calls: the first asks the job to stop and
-/// clean up; the second leaves at once (exit 130) after `onSecond` has said
-/// what was left behind.
+/// Turns SIGINT and SIGTERM into calls: the first asks the job (or the
+/// controller) to stop and clean up; the second leaves at once (exit 130)
+/// after `onSecond` has said what was left behind.
 final class SignalRelay: @unchecked Sendable {
-    // @unchecked: the handlers are set before the sources fire and are only
-    // read on `queue`.
-    private let queue = DispatchQueue(label: "airlock.signals")
+    // @unchecked: `sources` is only touched by the thread that installs the
+    // sources (the main thread, once); the handlers sit behind a Mutex.
+    private struct Handlers {
+        var onFirst: (@Sendable () -> Void)?
+        var onSecond: @Sendable () -> Void = {}
+        /// A first signal came before `onFirst` was set; setting it runs it at once.
+        var firstMissed = false
+    }
+
     private var sources: [DispatchSourceSignal] = []
+    private let queue = DispatchQueue(label: "airlock.signals")
+    private let handlers = Mutex(Handlers())
     private let count = Mutex(0)
-    var onFirst: @Sendable () -> Void = {}
-    var onSecond: @Sendable () -> Void = {}
+
+    /// Called on the first signal. May be set at any time, from any thread;
+    /// set after the first signal came, it runs at once.
+    var onFirst: @Sendable () -> Void {
+        get {
+            let handler: (@Sendable () -> Void)? = handlers.withLock { $0.onFirst }
+            return handler ?? {}
+        }
+        set {
+            let missed = handlers.withLock { handlers in
+                handlers.onFirst = newValue
+                defer { handlers.firstMissed = false }
+                return handlers.firstMissed
+            }
+            if missed {
+                queue.async(execute: newValue)
+            }
+        }
+    }
+
+    /// Called on the second signal, just before the process exits.
+    var onSecond: @Sendable () -> Void {
+        get { handlers.withLock { $0.onSecond } }
+        set { handlers.withLock { $0.onSecond = newValue } }
+    }
 
     func install() {
         for number in [SIGINT, SIGTERM] {
@@ -26,7 +57,11 @@ final class SignalRelay: @unchecked Sendable {
                     return (value, value + delivered)
                 }
                 if before == 0 {
-                    onFirst()
+                    let handler = handlers.withLock { handlers in
+                        if handlers.onFirst == nil { handlers.firstMissed = true }
+                        return handlers.onFirst
+                    }
+                    handler?()
                 }
                 if after >= 2 {
                     onSecond()
@@ -36,5 +71,13 @@ final class SignalRelay: @unchecked Sendable {
             source.resume()
             sources.append(source)
         }
+    }
+
+    /// Calls `body` whenever a child process ends (SIGCHLD).
+    func watchChildren(_ body: @escaping @Sendable () -> Void) {
+        let source = DispatchSource.makeSignalSource(signal: SIGCHLD, queue: queue)
+        source.setEventHandler(handler: body)
+        source.resume()
+        sources.append(source)
     }
 }

@@ -68,6 +68,13 @@ public final class Connection: @unchecked Sendable {
         return String(cString: raw)
     }
 
+    /// The host's logical CPUs and memory.
+    public func nodeInfo() throws(LibvirtError) -> NodeInfo {
+        var info = virNodeInfo()
+        try check(virNodeGetInfo(try pointer(), &info))
+        return NodeInfo(cpus: Int(info.cpus), memoryKiB: Int64(info.memory))
+    }
+
     /// Whether the connection is still usable.
     public var isAlive: Bool {
         guard let pointer = handle.withLock({ $0 }) else { return false }
@@ -114,4 +121,12 @@ public final class Connection: @unchecked Sendable {
         }
         return domains
     }
+}
+
+/// What a host has to give its guests.
+public struct NodeInfo: Sendable, Equatable {
+    /// Logical CPUs.
+    public var cpus: Int
+    /// Memory in KiB.
+    public var memoryKiB: Int64
 }

@@ -85,3 +85,26 @@ public final class Statement {
         }
     }
 }
+
+extension SQLiteValue {
+    /// The text, or nil for any other kind of value.
+    public var text: String? {
+        if case .text(let text) = self { return text }
+        return nil
+    }
+
+    /// The integer, or nil for any other kind of value.
+    public var integer: Int64? {
+        if case .integer(let number) = self { return number }
+        return nil
+    }
+
+    /// The number as a double, for REAL and INTEGER values.
+    public var real: Double? {
+        switch self {
+        case .real(let number): return number
+        case .integer(let number): return Double(number)
+        default: return nil
+        }
+    }
+}

@@ -67,9 +67,18 @@ struct RunCommandTests {
         #expect(try ValueParser.duration(text, option: "--timeout") == .milliseconds(Int64(seconds * 1000)))
     }
 
-    @Test("a negative duration parses, so that validation can say it must be positive")
-    func negativeDuration() throws {
-        #expect(try ValueParser.duration("-5", option: "--timeout") < .zero)
+    @Test(
+        "negative, malformed and too long durations are usage errors naming the option",
+        arguments: ["-5", "5x", "1e9", "31d", "99999999999999999999"])
+    func badDuration(_ text: String) {
+        #expect(throws: UsageError.self) { try ValueParser.duration(text, option: "--timeout") }
+    }
+
+    @Test("a size that overflows is a usage error, not a crash")
+    func hugeSize() {
+        #expect(throws: UsageError.self) {
+            try ValueParser.size("99999999999999999", option: "--memory", defaultUnit: 1 << 20)
+        }
     }
 
     @Test("Airlock's error codes map to the documented exit codes")

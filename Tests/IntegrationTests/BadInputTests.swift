@@ -36,10 +36,14 @@ extension Integration {
             try expectUsage(["--workload", "examples/hello"], "no command given")
         }
 
-        @Test("a non-positive timeout", arguments: ["0", "-5", "0s"])
-        func badTimeout(_ value: String) throws {
-            try expectUsage(
-                ["--workload", "examples/hello", "--timeout", value, "--", "true"], "timeout must be positive")
+        @Test(
+            "a non-positive timeout",
+            arguments: [
+                ("0", "timeout must be positive"), ("-5", "'-5' for --timeout is negative"),
+                ("0s", "timeout must be positive"),
+            ])
+        func badTimeout(_ value: String, _ fragment: String) throws {
+            try expectUsage(["--workload", "examples/hello", "--timeout", value, "--", "true"], fragment)
         }
 
         @Test("a timeout that is not a duration")

@@ -1,0 +1,252 @@
+import AirlockLog
+import Foundation
+import Libvirt
+import Synchronization
+
+/// The long-running process that takes queued jobs from the store and runs
+/// them within the host's capacity, each in a worker process of its own
+/// (`airlock worker`).
+///
+/// Every tick it reaps the workers that ended, settles the jobs of dead
+/// processes (`Recovery`), and claims jobs while there is room. Claiming is
+/// atomic in the store, so several controllers on one state folder never
+/// run the same job, and together never run more than the largest
+/// concurrency among them.
+///
+/// Stopping the controller (`stop()`, on SIGINT or SIGTERM) stops it taking
+/// jobs; running jobs go on in their workers, record their own end, and
+/// count against the capacity of the next controller.
+///
+/// `run()` blocks its thread until `stop()`; `stop()` and `wake()` may be
+/// called from any thread.
+public final class Controller: @unchecked Sendable {
+    // @unchecked: `children` and `connection` are touched only by the thread
+    // in `run()`; everything else shared is behind a Mutex.
+
+    /// How the controller runs.
+    public struct Options: Sendable {
+        /// Guests at most at once.
+        public var concurrency = 2
+        public var policy = HostCapacity.Policy()
+        public var connectURI = "qemu:///system"
+        public var imagesFolder: URL?
+        /// The `airlock` executable whose `worker` subcommand runs each job.
+        public var executable: String
+        /// Workers log every step.
+        public var debug = false
+        public var tick: Duration = .milliseconds(250)
+
+        public init(executable: String) {
+            self.executable = executable
+        }
+    }
+
+    public let queue: JobQueue
+    public let options: Options
+    private let logger: Logger
+    private let wakeUp = DispatchSemaphore(value: 0)
+    private let stopping = Mutex(false)
+    /// How each reaped worker ended, by its process token.
+    private let endings = Mutex<[String: String]>([:])
+    private var children: [pid_t: (job: String, token: String)] = [:]
+    private var connection: Connection?
+    private var hostDown = false
+
+    public init(queue: JobQueue, options: Options, logger: Logger) {
+        self.queue = queue
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Asks `run()` to return after the current tick.
+    public func stop() {
+        stopping.withLock { $0 = true }
+        wakeUp.signal()
+    }
+
+    /// Makes the next tick come at once (a worker ended, a job arrived).
+    public func wake() {
+        wakeUp.signal()
+    }
+
+    private var isStopping: Bool { stopping.withLock { $0 } }
+
+    /// The jobs this controller's workers are running.
+    public var runningJobs: [String] { children.values.map(\.job) }
+
+    /// Runs until `stop()`.
+    ///
+    /// - Returns: The capacity it scheduled against.
+    /// - Throws: `AirlockError` when the host cannot be reached at start or
+    ///   the store cannot be used.
+    public func run() throws(AirlockError) {
+        let capacity = try HostCapacity.measure(
+            uri: options.connectURI, concurrency: options.concurrency, policy: options.policy)
+        let me = ProcessToken.current
+        try queue.store.register(controller: me, uri: options.connectURI, capacity: capacity)
+        defer { try? queue.store.unregister(controller: me) }
+        logger.notice(
+            "controller started",
+            metadata: [
+                "host.uri": options.connectURI, "concurrency": "\(capacity.concurrency)",
+                "capacity.vcpus": "\(capacity.vcpus)", "capacity.memory": "\(capacity.memoryMiB) MiB",
+                "state.dir": queue.stateFolder.path,
+            ])
+
+        let recovery = Recovery(queue: queue, logger: logger) { [self] token in endings.withLock { $0[token] } }
+        while !isStopping {
+            reapWorkers()
+            do {
+                _ = try recovery.run()
+            } catch {
+                logger.warning("cannot check for jobs whose process died", metadata: ["error": "\(error)"])
+            }
+            if hostIsReachable() {
+                claimJobs(owner: me, capacity: capacity)
+            }
+            _ = wakeUp.wait(
+                timeout: .now()
+                    + .milliseconds(
+                        Int(
+                            options.tick.components.seconds * 1000
+                                + options.tick.components.attoseconds / 1_000_000_000_000_000)))
+        }
+        reapWorkers()
+        connection?.close()
+        logger.notice(
+            "controller stopped", metadata: ["jobs.running": "\(children.count)"])
+    }
+
+    // MARK: - Claiming and starting
+
+    private func claimJobs(owner: String, capacity: HostCapacity) {
+        while !isStopping {
+            let outcome: JobStore.ClaimOutcome
+            do {
+                outcome = try queue.store.claimNext(owner: owner, host: options.connectURI, capacity: capacity)
+            } catch {
+                logger.warning("cannot claim a job", metadata: ["error": "\(error)"])
+                return
+            }
+            switch outcome {
+            case .idle, .full:
+                return
+            case .neverFits(let id, let vcpus, let memory):
+                let reason =
+                    "the job can never run here: "
+                    + (capacity.refusal(vcpus: vcpus, memoryMiB: memory) ?? "it does not fit the host")
+                try? queue.store.reject(id, reason: reason)
+                JobEvents.log(logger, id, .failed, reason)
+            case .claimed(let claim):
+                JobEvents.log(logger, claim.id, .starting, "attempt \(claim.attempt) of \(claim.maxAttempts)")
+                start(claim, owner: owner)
+            }
+        }
+    }
+
+    /// Starts the worker for a claimed job, in a process group of its own so
+    /// that a Ctrl-C meant for the controller does not reach it.
+    private func start(_ claim: JobStore.Claim, owner: String) {
+        var arguments = [
+            "airlock", "worker", claim.id, "--claimed-by", owner, "--state-dir", queue.stateFolder.path,
+            "--connect", options.connectURI,
+        ]
+        arguments += ["--images", queue.catalog.root.path]
+        if options.debug {
+            arguments.append("--debug")
+        }
+        do {
+            let pid = try Spawn.detached(options.executable, arguments)
+            children[pid] = (claim.id, ProcessToken.of(pid) ?? "\(pid) ?")
+            logger.debug("worker started", metadata: ["job.id": claim.id, "worker.pid": "\(pid)"])
+        } catch {
+            let reason = "cannot start a worker: \(error)"
+            if (try? queue.store.requeue(claim.id, owner: owner, reason: reason, delay: .seconds(5))) == true {
+                JobEvents.log(logger, claim.id, .queued, reason)
+            }
+        }
+    }
+
+    /// Reaps the workers that ended, remembering how, for Recovery's messages.
+    private func reapWorkers() {
+        for (pid, child) in children {
+            var status: Int32 = 0
+            let reaped = waitpid(pid, &status, WNOHANG)
+            guard reaped == pid || (reaped < 0 && errno == ECHILD) else { continue }
+            children[pid] = nil
+            let how: String
+            if reaped < 0 {
+                how = "ended"
+            } else if status & 0x7f == 0 {
+                how = "exited with status \((status >> 8) & 0xff)"
+            } else {
+                how = "was killed by signal \(status & 0x7f)"
+            }
+            endings.withLock { $0[child.token] = how }
+            logger.debug("worker ended", metadata: ["job.id": child.job, "worker.pid": "\(pid)", "how": how])
+        }
+    }
+
+    /// Whether libvirt answers; the controller starts no job while it does not.
+    private func hostIsReachable() -> Bool {
+        if let connection, connection.isAlive {
+            return true
+        }
+        connection?.close()
+        connection = try? Connection(uri: options.connectURI)
+        let reachable = connection != nil
+        if reachable == hostDown {
+            hostDown = !reachable
+            if reachable {
+                logger.notice("libvirt answers again; starting jobs", metadata: ["host.uri": options.connectURI])
+            } else {
+                logger.warning(
+                    "libvirt does not answer; no job starts until it does", metadata: ["host.uri": options.connectURI])
+            }
+        }
+        return reachable
+    }
+}
+
+/// Starting programs without Foundation's `Process`, which cannot put the
+/// child in a session of its own.
+enum Spawn {
+    /// Starts `path` with `arguments` (the first is argv[0]) in a new
+    /// process group, standard input and output on /dev/null, standard error
+    /// shared, and signals at their defaults. Other descriptors are
+    /// close-on-exec where Airlock opens them; the worker closes any others.
+    ///
+    /// - Returns: The child's PID. The caller reaps it.
+    static func detached(_ path: String, _ arguments: [String]) throws(AirlockError) -> pid_t {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in [SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP] {
+            sigaddset(&defaults, number)
+        }
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let code = posix_spawn(&pid, path, &actions, &attributes, &argv, environ)
+        guard code == 0 else {
+            throw AirlockError(.internalError, "cannot start '\(path)'", cause: POSIXFailure(code: code))
+        }
+        return pid
+    }
+}

@@ -1,0 +1,364 @@
+import Foundation
+
+/// One job as a spec file describes it: the run spec, plus what the store
+/// keeps beside it (labels, priority, retries).
+public struct JobRequest: Sendable {
+    public var spec: JobSpec
+    public var labels: [String: String] = [:]
+    /// Higher runs first; jobs of equal priority run in submission order.
+    public var priority = 0
+    /// How often an infrastructure failure (no boot, lost SSH, libvirt
+    /// error) is retried. The command's own failures never are.
+    public var retries = 2
+
+    public init(spec: JobSpec) {
+        self.spec = spec
+    }
+
+    /// Checks the labels, priority and retries, then the spec itself.
+    ///
+    /// - Throws: `AirlockError` `.invalidArgument` naming the bad value.
+    public func validate() throws(AirlockError) {
+        try spec.validate()
+        guard labels.count <= 64 else {
+            throw AirlockError(.invalidArgument, "a job has \(labels.count) labels; at most 64 are kept")
+        }
+        for (key, value) in labels {
+            guard Self.isValidLabelKey(key) else {
+                throw AirlockError(
+                    .invalidArgument, "'\(key)' is not a valid label key",
+                    hint: "label keys are 1 to 63 letters, digits, '.', '_', '-' or '/'")
+            }
+            guard value.utf8.count <= 256, !value.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+                throw AirlockError(
+                    .invalidArgument, "the value of label '\(key)' is longer than 256 bytes or holds control characters"
+                )
+            }
+        }
+        guard (-1000...1000).contains(priority) else {
+            throw AirlockError(.invalidArgument, "priority \(priority) is out of range (-1000 to 1000)")
+        }
+        guard (0...10).contains(retries) else {
+            throw AirlockError(.invalidArgument, "retries \(retries) is out of range (0 to 10)")
+        }
+    }
+
+    static func isValidLabelKey(_ key: String) -> Bool {
+        !key.isEmpty && key.count <= 63
+            && key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-/".contains($0)) }
+    }
+}
+
+/// Reads job spec files (one JSON object) and batch files (JSON lines, or
+/// one JSON array of objects).
+///
+/// Keys are the long names of `airlock run`'s options in camelCase; an
+/// unknown key, a value of the wrong type or an impossible value is an
+/// error that names the key and the file (and the line or element of a
+/// batch). A relative `workload` is taken from the file's own folder.
+public enum JobFile {
+    /// Every key a spec may hold, for messages.
+    static let keys = [
+        "image", "workload", "command", "env", "timeout", "bootTimeout", "transferTimeout", "vcpus", "memory",
+        "collect", "maxOutput", "maxResults", "accel", "labels", "priority", "retries",
+    ]
+
+    /// Reads one job spec file, without validating the values it sets: the
+    /// caller may still override some, and then calls `validate()` (with
+    /// `source(of:)` as context).
+    ///
+    /// - Parameters:
+    ///   - url: The file.
+    ///   - defaults: The job whose values the file's keys replace (state
+    ///     folder, host and other per-invocation settings come from here);
+    ///     the file's labels are added to its labels.
+    ///   - given: Keys the caller sets itself, which the file may then leave out
+    ///     (`workload`, `command`).
+    /// - Returns: The job the file describes.
+    /// - Throws: `AirlockError` `.invalidArgument` naming the file and key.
+    public static func load(_ url: URL, defaults: JobRequest, given: Set<String> = []) throws(AirlockError)
+        -> JobRequest
+    {
+        let data = try read(url)
+        let source = source(of: url)
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(data)
+        } catch {
+            throw AirlockError(.invalidArgument, "\(source) is not valid JSON: \(error)")
+        }
+        return try request(
+            from: value, source: source, folder: url.deletingLastPathComponent(), defaults: defaults, given: given)
+    }
+
+    /// How messages name a spec file.
+    public static func source(of url: URL) -> String {
+        "job spec '\(url.path)'"
+    }
+
+    /// Reads a batch file: one spec per line (JSON lines; blank lines and
+    /// lines starting with '#' are skipped), or a JSON array of specs. Each
+    /// spec starts from `defaults`, as `load` does.
+    ///
+    /// - Returns: The jobs in file order; nothing is returned unless every
+    ///   one of them is valid.
+    /// - Throws: `AirlockError` `.invalidArgument` naming the file, the line
+    ///   (or element) and the key.
+    public static func loadBatch(
+        _ url: URL, defaults: JobRequest, given: Set<String> = []
+    ) throws(AirlockError) -> [JobRequest] {
+        let data = try read(url)
+        let folder = url.deletingLastPathComponent()
+        let name = "batch '\(url.path)'"
+        let firstByte = data.first { !(" \t\r\n" as String).utf8.contains($0) }
+        var jobs: [JobRequest] = []
+        if firstByte == UInt8(ascii: "[") {
+            let value: JSONValue
+            do {
+                value = try JSONValue.parse(data)
+            } catch {
+                throw AirlockError(.invalidArgument, "\(name) is not a valid JSON array: \(error)")
+            }
+            guard case .array(let elements) = value else {
+                throw AirlockError(.invalidArgument, "\(name) is not a JSON array")
+            }
+            for (index, element) in elements.enumerated() {
+                let source = "\(name) element \(index + 1)"
+                let job = try request(from: element, source: source, folder: folder, defaults: defaults, given: given)
+                try validated(job, source: source)
+                jobs.append(job)
+            }
+        } else {
+            for (index, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+                .enumerated()
+            {
+                let text = line.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+                if text.isEmpty || text.first == UInt8(ascii: "#") || text.allSatisfy({ $0 == UInt8(ascii: "\r") }) {
+                    continue
+                }
+                let source = "\(name) line \(index + 1)"
+                let value: JSONValue
+                do {
+                    value = try JSONValue.parse(Data(text))
+                } catch {
+                    throw AirlockError(.invalidArgument, "\(source) is not valid JSON: \(error)")
+                }
+                let job = try request(from: value, source: source, folder: folder, defaults: defaults, given: given)
+                try validated(job, source: source)
+                jobs.append(job)
+            }
+        }
+        guard !jobs.isEmpty else {
+            throw AirlockError(
+                .invalidArgument, "\(name) holds no jobs", hint: "write one JSON object per line, or a JSON array")
+        }
+        return jobs
+    }
+
+    private static func read(_ url: URL) throws(AirlockError) -> Data {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else {
+            throw AirlockError(.invalidArgument, "file '\(url.path)' does not exist")
+        }
+        guard !isFolder.boolValue, let data = FileManager.default.contents(atPath: url.path) else {
+            throw AirlockError(.invalidArgument, "cannot read '\(url.path)'", hint: "name a readable JSON file")
+        }
+        return data
+    }
+
+    private static func validated(_ job: JobRequest, source: String) throws(AirlockError) {
+        do {
+            try job.validate()
+        } catch {
+            throw error.within(source)
+        }
+    }
+
+    // MARK: - One spec
+
+    /// Builds a request from one decoded spec object, unvalidated.
+    static func request(
+        from value: JSONValue, source: String, folder: URL, defaults: JobRequest, given: Set<String>
+    ) throws(AirlockError) -> JobRequest {
+        guard case .object(let fields) = value else {
+            throw AirlockError(.invalidArgument, "\(source) must be a JSON object, not \(value.kind)")
+        }
+        func fail(_ message: String, hint: String? = nil) -> AirlockError {
+            AirlockError(.invalidArgument, "\(source): \(message)", hint: hint)
+        }
+
+        for key in fields.keys.sorted() where !keys.contains(key) {
+            if key == "results" {
+                throw fail(
+                    "'results' cannot be set in a spec",
+                    hint: "choose the result folder with 'airlock run --results DIR' or 'airlock collect --out DIR'")
+            }
+            let hint = suggestion(for: key).map { "did you mean '\($0)'? " } ?? ""
+            throw fail("unknown key '\(key)'", hint: hint + "keys are: " + keys.joined(separator: ", "))
+        }
+
+        var request = defaults
+        let reader = FieldReader(fields: fields, fail: fail)
+        if let image = try reader.string("image") { request.spec.image = image }
+        if let workload = try reader.string("workload") {
+            request.spec.workload =
+                workload.hasPrefix("/")
+                ? URL(fileURLWithPath: workload) : folder.appendingPathComponent(workload).standardizedFileURL
+        } else if !given.contains("workload") {
+            throw fail("'workload' is missing", hint: "name the folder copied to /work, relative to the spec file")
+        }
+        if let command = try reader.strings("command") {
+            guard let first = command.first, !first.isEmpty else {
+                throw fail("'command' must name a program", hint: "for example \"command\": [\"sh\", \"run.sh\"]")
+            }
+            request.spec.command = command
+        } else if !given.contains("command") {
+            throw fail("'command' is missing", hint: "for example \"command\": [\"sh\", \"run.sh\"]")
+        }
+        if let env = try reader.map("env") {
+            request.spec.environment = env.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        }
+        if let timeout = try reader.duration("timeout") { request.spec.timeout = timeout }
+        if let timeout = try reader.duration("bootTimeout") { request.spec.bootTimeout = timeout }
+        if let timeout = try reader.duration("transferTimeout") { request.spec.transferTimeout = timeout }
+        if let vcpus = try reader.integer("vcpus") { request.spec.vcpus = vcpus }
+        if let bytes = try reader.size("memory", defaultUnit: 1 << 20) { request.spec.memoryMiB = Int(bytes >> 20) }
+        if let path = try reader.string("collect") { request.spec.collectPath = path }
+        if let bytes = try reader.size("maxOutput", defaultUnit: 1) { request.spec.maxOutputBytes = bytes }
+        if let bytes = try reader.size("maxResults", defaultUnit: 1) { request.spec.collectLimits.maxBytes = bytes }
+        if let accel = try reader.string("accel") {
+            guard let choice = JobSpec.AcceleratorChoice(rawValue: accel) else {
+                throw fail("'accel' is '\(accel)'", hint: "use auto, kvm or tcg")
+            }
+            request.spec.accelerator = choice
+        }
+        if let labels = try reader.map("labels") { request.labels.merge(labels) { _, line in line } }
+        if let priority = try reader.integer("priority") { request.priority = priority }
+        if let retries = try reader.integer("retries") { request.retries = retries }
+        return request
+    }
+
+    /// The known key closest to an unknown one: same letters ignoring case,
+    /// '-' and '_', or a common alias.
+    static func suggestion(for key: String) -> String? {
+        let aliases = ["cpus": "vcpus", "cpu": "vcpus", "mem": "memory", "environment": "env", "cmd": "command"]
+        let folded = key.lowercased().filter { $0 != "-" && $0 != "_" }
+        if let alias = aliases[folded] { return alias }
+        return keys.first { $0.lowercased() == folded }
+    }
+}
+
+/// Reads typed fields out of one spec object, failing with the key's name.
+private struct FieldReader {
+    let fields: [String: JSONValue]
+    let fail: (String, String?) -> AirlockError
+
+    init(fields: [String: JSONValue], fail: @escaping (String, String?) -> AirlockError) {
+        self.fields = fields
+        self.fail = fail
+    }
+
+    private func value(_ key: String) throws(AirlockError) -> JSONValue? {
+        guard let value = fields[key] else { return nil }
+        if case .null = value {
+            throw fail("'\(key)' is null", "leave the key out to use the default")
+        }
+        return value
+    }
+
+    private func wrongType(_ key: String, _ value: JSONValue, _ wanted: String) -> AirlockError {
+        fail("'\(key)' must be \(wanted), not \(value.kind)", nil)
+    }
+
+    func string(_ key: String) throws(AirlockError) -> String? {
+        guard let value = try value(key) else { return nil }
+        guard case .string(let text) = value else { throw wrongType(key, value, "a string") }
+        return text
+    }
+
+    func integer(_ key: String) throws(AirlockError) -> Int? {
+        guard let value = try value(key) else { return nil }
+        switch value {
+        case .integer(let number):
+            guard let small = Int(exactly: number), abs(small) < 1 << 31 else {
+                throw fail("'\(key)' is out of range", nil)
+            }
+            return small
+        case .number:
+            throw fail("'\(key)' must be a whole number", nil)
+        default:
+            throw wrongType(key, value, "a whole number")
+        }
+    }
+
+    func strings(_ key: String) throws(AirlockError) -> [String]? {
+        guard let value = try value(key) else { return nil }
+        guard case .array(let elements) = value else {
+            throw fail(
+                "'\(key)' must be a list of strings, not \(value.kind)", "for example [\"sh\", \"-c\", \"make test\"]")
+        }
+        var words: [String] = []
+        for (index, element) in elements.enumerated() {
+            guard case .string(let word) = element else {
+                throw fail("element \(index + 1) of '\(key)' must be a string, not \(element.kind)", nil)
+            }
+            words.append(word)
+        }
+        return words
+    }
+
+    func map(_ key: String) throws(AirlockError) -> [String: String]? {
+        guard let value = try value(key) else { return nil }
+        guard case .object(let entries) = value else {
+            throw fail("'\(key)' must be an object of strings, not \(value.kind)", nil)
+        }
+        var map: [String: String] = [:]
+        for (name, entry) in entries {
+            guard case .string(let text) = entry else {
+                throw fail("'\(key).\(name)' must be a string, not \(entry.kind)", nil)
+            }
+            map[name] = text
+        }
+        return map
+    }
+
+    /// A duration as text ("10m") or a number of seconds.
+    func duration(_ key: String) throws(AirlockError) -> Duration? {
+        guard let value = try value(key) else { return nil }
+        let duration: Duration?
+        switch value {
+        case .integer(let seconds): duration = Durations.seconds(Double(seconds))
+        case .number(let seconds): duration = Durations.seconds(seconds)
+        case .string(let text): duration = Durations.parse(text)
+        default: throw wrongType(key, value, "a duration such as \"10m\" or a number of seconds")
+        }
+        let limit = "at most \(Durations.maximum.components.seconds / 86400)d"
+        guard let duration else {
+            throw fail(
+                "'\(key)' is not a duration Airlock accepts",
+                "use a positive value such as \"90s\", \"10m\" or 600, \(limit)")
+        }
+        guard duration > .zero else {
+            throw fail("'\(key)' must be positive", "for example \"10m\"; there is no unlimited value, \(limit)")
+        }
+        return duration
+    }
+
+    /// A size as text ("512M") or a number of `defaultUnit` bytes.
+    func size(_ key: String, defaultUnit: Int64) throws(AirlockError) -> Int64? {
+        guard let value = try value(key) else { return nil }
+        let bytes: Int64?
+        switch value {
+        case .integer(let number):
+            bytes =
+                number < 0
+                ? nil : number.multipliedReportingOverflow(by: defaultUnit).overflow ? nil : number * defaultUnit
+        case .string(let text): bytes = Sizes.parse(text, defaultUnit: defaultUnit)
+        default: throw wrongType(key, value, "a size such as \"512M\"")
+        }
+        guard let bytes, bytes > 0 else {
+            throw fail("'\(key)' is not a positive size", "use forms such as \"512M\", \"2G\" or \"100MiB\"")
+        }
+        return bytes
+    }
+}

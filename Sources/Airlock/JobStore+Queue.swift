@@ -1,0 +1,305 @@
+import Foundation
+import SQLite
+
+// MARK: - The queue: claiming, owning, finishing and cancelling jobs
+
+extension JobStore {
+    /// A job a process now owns, with what it needs to run it.
+    public struct Claim: Sendable, Equatable {
+        public var id: String
+        public var spec: String
+        /// 1 for the first attempt.
+        public var attempt: Int
+        public var maxAttempts: Int
+        public var results: String
+    }
+
+    /// What `claimNext` found.
+    public enum ClaimOutcome: Sendable, Equatable {
+        /// The job is now owned by the caller, in state `starting`.
+        case claimed(Claim)
+        /// No job is ready to run (the queue is empty or waiting on back-off).
+        case idle
+        /// Jobs are ready, but the next one does not fit until others end.
+        case full
+        /// The next job asks for more than the whole capacity: it can never run.
+        case neverFits(id: String, vcpus: Int, memoryMiB: Int)
+    }
+
+    /// Picks the next job and hands it to `owner`, atomically with respect
+    /// to every other process using the store.
+    ///
+    /// Order: the highest priority first; within it, the job whose group (its
+    /// batch, or the lone job itself) has the fewest jobs live, so that one
+    /// big batch cannot hold back a job submitted after it; then submission
+    /// order. The chosen job must fit beside the live ones: at most
+    /// `capacity.concurrency` jobs, and their vCPUs and memory within
+    /// `capacity`. A job that does not fit now waits (and holds back the ones
+    /// behind it, so that big jobs are not starved by small ones).
+    public func claimNext(owner: String, host: String, capacity: HostCapacity) throws(AirlockError) -> ClaimOutcome {
+        let now = Self.now
+        return try access("claim a job") { database in
+            try database.transaction { () throws -> ClaimOutcome in
+                let live = try database.prepare(
+                    "SELECT grp, count(*), sum(vcpus), sum(memory_mib) FROM jobs WHERE state IN \(State.liveSQL) GROUP BY grp"
+                ).rows()
+                let liveCount = live.reduce(0) { $0 + Int($1[1].integer ?? 0) }
+                let usedVCPUs = live.reduce(0) { $0 + Int($1[2].integer ?? 0) }
+                let usedMemory = live.reduce(0) { $0 + Int($1[3].integer ?? 0) }
+                guard
+                    let top = try database.prepare(
+                        "SELECT max(priority) FROM jobs WHERE state = 'queued' AND not_before <= ?"
+                    ).rows([.real(now)]).first?.first?.integer
+                else { return .idle }
+                guard liveCount < capacity.concurrency else { return .full }
+
+                let select =
+                    "SELECT seq, id, vcpus, memory_mib FROM jobs WHERE state = 'queued' AND priority = ? AND not_before <= ?"
+                // A group with nothing live goes first, oldest head first.
+                let liveGroups = live.compactMap { $0[0].text }
+                let placeholders = liveGroups.map { _ in "?" }.joined(separator: ", ")
+                var candidate = try database.prepare(
+                    select + (liveGroups.isEmpty ? "" : " AND grp NOT IN (\(placeholders))") + " ORDER BY seq LIMIT 1"
+                ).rows([.integer(top), .real(now)] + liveGroups.map { .text($0) }).first
+                // Otherwise the group with the fewest live jobs.
+                if candidate == nil {
+                    let byLoad = live.sorted { ($0[1].integer ?? 0) < ($1[1].integer ?? 0) }.compactMap { $0[0].text }
+                    let statement = try database.prepare(select + " AND grp = ? ORDER BY seq LIMIT 1")
+                    for group in byLoad {
+                        if let row = try statement.rows([.integer(top), .real(now), .text(group)]).first {
+                            candidate = row
+                            break
+                        }
+                    }
+                }
+                guard let candidate, let seq = candidate[0].integer, let id = candidate[1].text else { return .idle }
+                let vcpus = Int(candidate[2].integer ?? 1)
+                let memory = Int(candidate[3].integer ?? 0)
+                guard vcpus <= capacity.vcpus, memory <= capacity.memoryMiB else {
+                    return .neverFits(id: id, vcpus: vcpus, memoryMiB: memory)
+                }
+                guard usedVCPUs + vcpus <= capacity.vcpus, usedMemory + memory <= capacity.memoryMiB else {
+                    return .full
+                }
+
+                try database.prepare(
+                    """
+                    UPDATE jobs SET state = 'starting', owner = ?, host = ?, attempts = attempts + 1, updated = ?
+                    WHERE seq = ? AND state = 'queued'
+                    """
+                ).run([.text(owner), .text(host), .real(now), .integer(seq)])
+                let row = try database.prepare("SELECT spec, attempts, max_attempts, results FROM jobs WHERE seq = ?")
+                    .rows([.integer(seq)])[0]
+                let attempt = Int(row[1].integer ?? 1)
+                try Self.recordTransition(database, id, .starting, now, "attempt \(attempt) on \(host)")
+                return .claimed(
+                    Claim(
+                        id: id, spec: row[0].text ?? "", attempt: attempt, maxAttempts: Int(row[2].integer ?? 1),
+                        results: row[3].text ?? ""))
+            }
+        }
+    }
+
+    /// Hands a starting job from the process that claimed it to the one
+    /// that will run it.
+    ///
+    /// - Returns: The claim, and whether a cancel was asked for meanwhile;
+    ///   nil when `from` no longer owns the job.
+    public func adopt(_ id: String, from: String, to: String) throws(AirlockError) -> (Claim, cancelRequested: Bool)? {
+        try access("take over job '\(id)'") { database in
+            try database.transaction { () throws -> (Claim, cancelRequested: Bool)? in
+                try database.prepare(
+                    "UPDATE jobs SET owner = ?, updated = ? WHERE id = ? AND owner = ? AND state = 'starting'"
+                ).run([.text(to), .real(Self.now), .text(id), .text(from)])
+                guard database.changes == 1 else { return nil }
+                let row = try database.prepare(
+                    "SELECT spec, attempts, max_attempts, results, cancel_requested FROM jobs WHERE id = ?"
+                ).rows([.text(id)])[0]
+                let claim = Claim(
+                    id: id, spec: row[0].text ?? "", attempt: Int(row[1].integer ?? 1),
+                    maxAttempts: Int(row[2].integer ?? 1), results: row[3].text ?? "")
+                return (claim, (row[4].integer ?? 0) != 0)
+            }
+        }
+    }
+
+    /// Makes `to` the owner of a live job that `from` holds: how a process
+    /// takes over the job of one that died, before cleaning up after it.
+    ///
+    /// - Returns: false when `from` no longer holds the job.
+    public func takeOver(_ id: String, from: String, to: String) throws(AirlockError) -> Bool {
+        try access("take over job '\(id)'") { database in
+            try database.prepare(
+                "UPDATE jobs SET owner = ?, updated = ? WHERE id = ? AND owner = ? AND state IN \(State.liveSQL)"
+            ).run([.text(to), .real(Self.now), .text(id), .text(from)])
+            return database.changes == 1
+        }
+    }
+
+    /// Moves a live job that `owner` holds to `state`. A terminal state
+    /// releases the job.
+    ///
+    /// - Returns: false when `owner` no longer holds the job, which then stays as it is.
+    @discardableResult
+    public func advance(
+        _ id: String, to state: State, owner: String, reason: String? = nil, exitCode: Int32? = nil
+    ) throws(AirlockError) -> Bool {
+        let now = Self.now
+        return try access("update job '\(id)'") { database in
+            try database.transaction { () throws -> Bool in
+                try database.prepare(
+                    """
+                    UPDATE jobs SET state = ?, owner = CASE WHEN ? THEN NULL ELSE owner END, updated = ?,
+                        exit_code = ?, reason = ?
+                    WHERE id = ? AND owner = ? AND state IN \(State.liveSQL)
+                    """
+                ).run([
+                    .text(state.rawValue), .integer(state.isTerminal ? 1 : 0), .real(now),
+                    exitCode.map { .integer(Int64($0)) } ?? .null, reason.map { .text($0) } ?? .null, .text(id),
+                    .text(owner),
+                ])
+                guard database.changes == 1 else { return false }
+                try Self.recordTransition(database, id, state, now, reason)
+                return true
+            }
+        }
+    }
+
+    /// Puts a live job that `owner` holds back in the queue, to be tried
+    /// again no earlier than `delay` from now.
+    ///
+    /// - Returns: false when `owner` no longer holds the job.
+    @discardableResult
+    public func requeue(_ id: String, owner: String, reason: String, delay: Duration) throws(AirlockError) -> Bool {
+        let now = Self.now
+        let notBefore = now + Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+        return try access("requeue job '\(id)'") { database in
+            try database.transaction { () throws -> Bool in
+                try database.prepare(
+                    """
+                    UPDATE jobs SET state = 'queued', owner = NULL, not_before = ?, updated = ?, reason = ?
+                    WHERE id = ? AND owner = ? AND state IN \(State.liveSQL)
+                    """
+                ).run([.real(notBefore), .real(now), .text(reason), .text(id), .text(owner)])
+                guard database.changes == 1 else { return false }
+                try Self.recordTransition(database, id, .queued, now, reason)
+                return true
+            }
+        }
+    }
+
+    /// Ends a job that can never run (it is queued and asks for more than the
+    /// host has).
+    public func reject(_ id: String, reason: String) throws(AirlockError) {
+        let now = Self.now
+        try access("reject job '\(id)'") { database in
+            try database.transaction {
+                try database.prepare(
+                    "UPDATE jobs SET state = 'failed', updated = ?, reason = ? WHERE id = ? AND state = 'queued'"
+                ).run([.real(now), .text(reason), .text(id)])
+                if database.changes == 1 {
+                    try Self.recordTransition(database, id, .failed, now, reason)
+                }
+            }
+        }
+    }
+
+    /// What a cancel request found.
+    public enum CancelOutcome: Sendable, Equatable {
+        /// The job was queued and is now canceled.
+        case canceled
+        /// The job is live; its owner was asked to stop (and must be told).
+        case requested(owner: String?)
+        /// The job was already over.
+        case finished(State)
+    }
+
+    /// Cancels a queued job at once, or flags a live one for its owner.
+    public func requestCancel(_ id: String) throws(AirlockError) -> CancelOutcome {
+        let now = Self.now
+        return try access("cancel job '\(id)'") { database in
+            try database.transaction { () throws -> CancelOutcome in
+                guard
+                    let row = try database.prepare("SELECT state, owner FROM jobs WHERE id = ?").rows([.text(id)])
+                        .first, let state = row[0].text.flatMap(State.init(rawValue:))
+                else {
+                    throw AirlockError(.notFound, "no job '\(id)' in the store")
+                }
+                switch state {
+                case .queued:
+                    try database.prepare(
+                        "UPDATE jobs SET state = 'canceled', updated = ?, reason = ? WHERE id = ?"
+                    ).run([.real(now), .text("canceled before it started"), .text(id)])
+                    try Self.recordTransition(database, id, .canceled, now, "canceled before it started")
+                    return .canceled
+                case .starting, .running, .collecting:
+                    try database.prepare("UPDATE jobs SET cancel_requested = 1 WHERE id = ?").run([.text(id)])
+                    return .requested(owner: row[1].text)
+                default:
+                    return .finished(state)
+                }
+            }
+        }
+    }
+
+    /// Whether a cancel was asked for on a job.
+    public func isCancelRequested(_ id: String) throws(AirlockError) -> Bool {
+        try access("read job '\(id)'") { database in
+            try database.prepare("SELECT cancel_requested FROM jobs WHERE id = ?").rows([.text(id)]).first?.first?
+                .integer == 1
+        }
+    }
+
+    /// A job that a process holds.
+    public struct LiveJob: Sendable, Equatable {
+        public var id: String
+        public var state: State
+        public var owner: String
+        public var attempts: Int
+        public var maxAttempts: Int
+        public var cancelRequested: Bool
+        public var results: String
+    }
+
+    /// Every job in state starting, running or collecting.
+    public func liveJobs() throws(AirlockError) -> [LiveJob] {
+        try access("list live jobs") { database in
+            try database.prepare(
+                """
+                SELECT id, state, owner, attempts, max_attempts, cancel_requested, results
+                FROM jobs WHERE state IN \(State.liveSQL) ORDER BY seq
+                """
+            ).rows().map { row in
+                LiveJob(
+                    id: row[0].text ?? "", state: row[1].text.flatMap(State.init(rawValue:)) ?? .running,
+                    owner: row[2].text ?? "", attempts: Int(row[3].integer ?? 0),
+                    maxAttempts: Int(row[4].integer ?? 1), cancelRequested: (row[5].integer ?? 0) != 0,
+                    results: row[6].text ?? "")
+            }
+        }
+    }
+
+    /// Whether any job that is not over uses the workload snapshot `file`.
+    public func isWorkloadInUse(_ file: String) throws(AirlockError) -> Bool {
+        try access("look up a workload") { database in
+            !(try database.prepare(
+                "SELECT 1 FROM jobs WHERE workload = ? AND state NOT IN \(State.terminalSQL) LIMIT 1"
+            ).rows([.text(file)]).isEmpty)
+        }
+    }
+
+    /// The workload snapshot of a job, if it has one.
+    public func workload(of id: String) throws(AirlockError) -> String? {
+        try access("read job '\(id)'") { database in
+            try database.prepare("SELECT workload FROM jobs WHERE id = ?").rows([.text(id)]).first?.first?.text
+        }
+    }
+
+    static func recordTransition(
+        _ database: Database, _ id: String, _ state: State, _ at: Double, _ reason: String?
+    ) throws {
+        try database.prepare("INSERT INTO transitions (job, state, at, reason) VALUES (?, ?, ?, ?)").run([
+            .text(id), .text(state.rawValue), .real(at), reason.map { .text($0) } ?? .null,
+        ])
+    }
+}

@@ -1,0 +1,45 @@
+import Foundation
+
+/// Names a process so that a reused PID is never mistaken for it: "PID
+/// STARTTIME", with the start time from /proc in clock ticks since boot.
+///
+/// Jobs record their owner this way, in the store and in their run folder;
+/// an owner is alive while a process with that PID and start time runs.
+public enum ProcessToken {
+    /// The token of this process.
+    public static var current: String {
+        let pid = getpid()
+        return "\(pid) \(status(of: pid)?.start ?? "0")"
+    }
+
+    /// The token of the process `pid`, or nil when it does not run.
+    public static func of(_ pid: Int32) -> String? {
+        guard let status = status(of: pid), !status.exited else { return nil }
+        return "\(pid) \(status.start)"
+    }
+
+    /// Whether the process a token names still runs. A process that has
+    /// exited but not been reaped (a zombie) counts as gone.
+    public static func isAlive(_ token: String) -> Bool {
+        guard let pid = pid(of: token) else { return false }
+        return of(pid) == token
+    }
+
+    /// The PID part of a token.
+    public static func pid(of token: String) -> Int32? {
+        let fields = token.split(separator: " ")
+        guard fields.count == 2, let pid = Int32(fields[0]), pid > 0 else { return nil }
+        return pid
+    }
+
+    /// Fields 3 (state) and 22 (start time) of /proc/PID/stat.
+    private static func status(of pid: Int32) -> (start: String, exited: Bool)? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        // Fields after the command name, which may itself hold spaces.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19 else { return nil }
+        return (String(fields[19]), fields[0] == "Z" || fields[0] == "X")
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+
+/// What the store keeps of a `JobSpec`: what the job is, not where it
+/// runs. The state folder, image catalog and host come from the process
+/// that runs it; the result folder from the store.
+struct StoredSpec: Codable, Equatable {
+    var image: String
+    /// The folder as submitted, for display; the job runs `snapshot`.
+    var workload: String
+    var snapshot: WorkloadSnapshot?
+    var command: [String]
+    /// (name, value) pairs, in order.
+    var environment: [[String]]
+    var timeoutMilliseconds: Int64
+    var bootTimeoutMilliseconds: Int64
+    var transferTimeoutMilliseconds: Int64
+    var vcpus: Int
+    var memoryMiB: Int
+    var collectPath: String
+    var maxOutputBytes: Int64
+    var collectLimits: CollectLimits
+    var accelerator: String
+
+    init(_ spec: JobSpec) {
+        image = spec.image
+        workload = spec.workload.path
+        snapshot = spec.workloadSnapshot
+        command = spec.command
+        environment = spec.environment.map { [$0.0, $0.1] }
+        timeoutMilliseconds = Self.milliseconds(spec.timeout)
+        bootTimeoutMilliseconds = Self.milliseconds(spec.bootTimeout)
+        transferTimeoutMilliseconds = Self.milliseconds(spec.transferTimeout)
+        vcpus = spec.vcpus
+        memoryMiB = spec.memoryMiB
+        collectPath = spec.collectPath
+        maxOutputBytes = spec.maxOutputBytes
+        collectLimits = spec.collectLimits
+        accelerator = spec.accelerator.rawValue
+    }
+
+    /// The spec to run, with the per-process settings of `base`.
+    func spec(base: JobSpec) -> JobSpec {
+        var spec = base
+        spec.image = image
+        spec.workload = URL(fileURLWithPath: workload)
+        spec.workloadSnapshot = snapshot
+        spec.command = command
+        spec.environment = environment.compactMap { $0.count == 2 ? ($0[0], $0[1]) : nil }
+        spec.timeout = .milliseconds(timeoutMilliseconds)
+        spec.bootTimeout = .milliseconds(bootTimeoutMilliseconds)
+        spec.transferTimeout = .milliseconds(transferTimeoutMilliseconds)
+        spec.vcpus = vcpus
+        spec.memoryMiB = memoryMiB
+        spec.collectPath = collectPath
+        spec.maxOutputBytes = maxOutputBytes
+        spec.collectLimits = collectLimits
+        spec.accelerator = JobSpec.AcceleratorChoice(rawValue: accelerator) ?? .auto
+        return spec
+    }
+
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Reads a stored spec.
+    ///
+    /// - Throws: `AirlockError` `.internalError` when the text is not one.
+    static func decode(_ text: String, job: String) throws(AirlockError) -> StoredSpec {
+        do {
+            return try JSONDecoder().decode(StoredSpec.self, from: Data(text.utf8))
+        } catch {
+            throw AirlockError(
+                .internalError, "the stored spec of job '\(job)' cannot be read",
+                cause: ManifestError(description: "\(error)"))
+        }
+    }
+
+    private static func milliseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
