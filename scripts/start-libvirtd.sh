@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Starts virtlogd and libvirtd unless libvirtd already answers. On machines
 # without systemd, libvirtd runs under tini as a child subreaper, so that
 # QEMU processes are reaped as soon as they exit.
@@ -15,11 +15,22 @@ fi
 if virsh -c qemu:///system version >/dev/null 2>&1; then
     exit 0
 fi
+
+# The daemons run for as long as the machine does: descriptors this script
+# inherited (a CI runner's pipes, say) must not stay open in them, or
+# whoever waits for those to close waits forever.
+close_inherited() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+}
 if [ -d /run/systemd/system ]; then
     systemctl start virtlogd libvirtd
 else
-    pgrep -x virtlogd >/dev/null || setsid /usr/sbin/virtlogd -d
-    setsid tini -s -- /usr/sbin/libvirtd </dev/null >/var/log/airlock-libvirtd.log 2>&1 &
+    pgrep -x virtlogd >/dev/null || (close_inherited; exec setsid /usr/sbin/virtlogd -d </dev/null)
+    (close_inherited; exec setsid tini -s -- /usr/sbin/libvirtd </dev/null >/var/log/airlock-libvirtd.log 2>&1) &
 fi
 i=0
 until virsh -c qemu:///system version >/dev/null 2>&1; do

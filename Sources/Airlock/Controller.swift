@@ -213,8 +213,9 @@ public final class Controller: @unchecked Sendable {
 enum Spawn {
     /// Starts `path` with `arguments` (the first is argv[0]) in a new
     /// process group, standard input and output on /dev/null, standard error
-    /// shared, and signals at their defaults. Other descriptors are
-    /// close-on-exec where Airlock opens them; the worker closes any others.
+    /// shared, signals at their defaults, and no other descriptor: whatever
+    /// the controller inherited (a supervisor's pipe, say) must not be held
+    /// open by jobs that outlive it.
     ///
     /// - Returns: The child's PID. The caller reaps it.
     static func detached(_ path: String, _ arguments: [String]) throws(AirlockError) -> pid_t {
@@ -239,6 +240,7 @@ enum Spawn {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        closeInherited(&actions)
 
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
@@ -248,5 +250,27 @@ enum Spawn {
             throw AirlockError(.internalError, "cannot start '\(path)'", cause: POSIXFailure(code: code))
         }
         return pid
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later),
+    /// which Swift's Glibc module does not export.
+    private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let closeFrom: CloseFrom? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map {
+        unsafeBitCast($0, to: CloseFrom.self)
+    }
+
+    /// Closes every descriptor above standard error in the child.
+    private static func closeInherited(_ actions: inout posix_spawn_file_actions_t) {
+        if let closeFrom {
+            _ = closeFrom(&actions, 3)
+            return
+        }
+        // Older glibc: close what is open now and not close-on-exec.
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap(Int32.init) where fd > 2 && fcntl(fd, F_GETFD) >= 0 {
+            if fcntl(fd, F_GETFD) & FD_CLOEXEC == 0 {
+                posix_spawn_file_actions_addclose(&actions, fd)
+            }
+        }
     }
 }

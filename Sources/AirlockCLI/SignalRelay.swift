@@ -46,30 +46,42 @@ final class SignalRelay: @unchecked Sendable {
     }
 
     func install() {
+        // A signal sent before this point, to a process started with it
+        // blocked, waits as pending; ignoring it below would discard it.
+        var pending = sigset_t()
+        sigpending(&pending)
+        var early = 0
         for number in [SIGINT, SIGTERM] {
+            if sigismember(&pending, number) == 1 { early += 1 }
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler { [self, source] in
                 // Signals that arrive close together are delivered as one event.
-                let delivered = max(1, Int(source.data))
-                let (before, after) = count.withLock { value -> (Int, Int) in
-                    defer { value += delivered }
-                    return (value, value + delivered)
-                }
-                if before == 0 {
-                    let handler = handlers.withLock { handlers in
-                        if handlers.onFirst == nil { handlers.firstMissed = true }
-                        return handlers.onFirst
-                    }
-                    handler?()
-                }
-                if after >= 2 {
-                    onSecond()
-                    exit(130)
-                }
+                deliver(max(1, Int(source.data)))
             }
             source.resume()
             sources.append(source)
+        }
+        if early > 0 {
+            queue.async { [self, early] in deliver(early) }
+        }
+    }
+
+    private func deliver(_ delivered: Int) {
+        let (before, after) = count.withLock { value -> (Int, Int) in
+            defer { value += delivered }
+            return (value, value + delivered)
+        }
+        if before == 0 {
+            let handler = handlers.withLock { handlers in
+                if handlers.onFirst == nil { handlers.firstMissed = true }
+                return handlers.onFirst
+            }
+            handler?()
+        }
+        if after >= 2 {
+            onSecond()
+            exit(130)
         }
     }
 
