@@ -59,8 +59,8 @@ public struct JobRequest: Sendable {
 public enum JobFile {
     /// Every key a spec may hold, for messages.
     static let keys = [
-        "image", "workload", "command", "env", "timeout", "bootTimeout", "transferTimeout", "vcpus", "memory",
-        "collect", "maxOutput", "maxResults", "accel", "labels", "priority", "retries",
+        "image", "workload", "command", "env", "timeout", "bootTimeout", "tcgTimeoutFactor", "transferTimeout",
+        "vcpus", "memory", "collect", "maxOutput", "maxResults", "accel", "labels", "priority", "retries",
     ]
 
     /// Reads one job spec file, without validating the values it sets: the
@@ -220,6 +220,7 @@ public enum JobFile {
         }
         if let timeout = try reader.duration("timeout") { request.spec.timeout = timeout }
         if let timeout = try reader.duration("bootTimeout") { request.spec.bootTimeout = timeout }
+        if let factor = try reader.number("tcgTimeoutFactor") { request.spec.tcgTimeoutFactor = factor }
         if let timeout = try reader.duration("transferTimeout") { request.spec.transferTimeout = timeout }
         if let vcpus = try reader.integer("vcpus") { request.spec.vcpus = vcpus }
         if let bytes = try reader.size("memory", defaultUnit: 1 << 20) { request.spec.memoryMiB = Int(bytes >> 20) }
@@ -288,6 +289,15 @@ private struct FieldReader {
             throw fail("'\(key)' must be a whole number", nil)
         default:
             throw wrongType(key, value, "a whole number")
+        }
+    }
+
+    func number(_ key: String) throws(AirlockError) -> Double? {
+        guard let value = try value(key) else { return nil }
+        switch value {
+        case .integer(let number): return Double(number)
+        case .number(let number): return number
+        default: throw wrongType(key, value, "a number")
         }
     }
 

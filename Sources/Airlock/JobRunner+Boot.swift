@@ -54,7 +54,8 @@ extension JobRunner {
 
             let bootStart = ContinuousClock.now
             // A KVM probe gets a short deadline: a working KVM boots this image in a fraction of it.
-            let readyDeadline = bootStart + (probing ? .seconds(8) : spec.bootTimeout)
+            let bootTimeout = spec.bootTimeout(on: accelerator)
+            let readyDeadline = bootStart + (probing ? .seconds(8) : bootTimeout)
             let ready = guest.console.waitUntilReady(deadline: readyDeadline) { isCancelled }
             if isCancelled {
                 destroy(guest)
@@ -66,7 +67,7 @@ extension JobRunner {
                 continue
             }
             guard ready else {
-                throw bootFailure(guest, deadlinePassed: !guest.console.hasEnded)
+                throw bootFailure(guest, accelerator: accelerator, deadlinePassed: !guest.console.hasEnded)
             }
             // Remember what auto found, once a guest has really booted on it.
             if spec.accelerator == .auto && cache.lookup(uri: connection.uri) != accelerator {
@@ -74,7 +75,7 @@ extension JobRunner {
             }
             logger.debug("guest ready", metadata: ["domain.name": guest.domain.name, "ssh.port": "\(guest.port)"])
 
-            let session = try openSession(guest, deadline: bootStart + spec.bootTimeout)
+            let session = try openSession(guest, deadline: bootStart + bootTimeout)
             guest.session = session
             result.phases.bootToSSH = seconds(since: bootStart)
             logger.debug("SSH up", metadata: ["ssh.port": "\(guest.port)"])
@@ -128,10 +129,10 @@ extension JobRunner {
     }
 
     /// How long the guest may live at most, even if Airlock itself dies:
-    /// boot and command limits plus an hour for transfers. The guest powers
-    /// itself off then, and libvirt removes the transient domain.
+    /// boot (as slow as TCG) and command limits plus an hour for transfers.
+    /// The guest powers itself off then, and libvirt removes the transient domain.
     var lifetimeSeconds: Int64 {
-        spec.bootTimeout.components.seconds + spec.timeout.components.seconds + 3600
+        spec.bootTimeout(on: .tcg).components.seconds + spec.timeout.components.seconds + 3600
     }
 
     func openSession(_ guest: Guest, deadline: ContinuousClock.Instant) throws -> Session {
@@ -156,7 +157,7 @@ extension JobRunner {
         }
     }
 
-    func bootFailure(_ guest: Guest, deadlinePassed: Bool) -> AirlockError {
+    func bootFailure(_ guest: Guest, accelerator: Accelerator, deadlinePassed: Bool) -> AirlockError {
         // A console that ends with the connection means libvirtd went away, not the guest.
         if !guest.domain.connection.isAlive {
             return AirlockError(
@@ -166,9 +167,15 @@ extension JobRunner {
         }
         let messages = guest.console.guestMessages
         let tail = guest.console.tail()
+        var limit = "\(spec.bootTimeout(on: accelerator).components.seconds) s"
+        if accelerator == .tcg && spec.tcgTimeoutFactor != 1 {
+            limit += String(
+                format: " (the boot timeout of %lld s × %g under TCG)", spec.bootTimeout.components.seconds,
+                spec.tcgTimeoutFactor)
+        }
         var message =
             deadlinePassed
-            ? "guest '\(guest.domain.name)' did not become ready within \(spec.bootTimeout.components.seconds) s"
+            ? "guest '\(guest.domain.name)' did not become ready within \(limit)"
             : "guest '\(guest.domain.name)' stopped before it became ready"
         if let last = messages.last {
             message += " (\(last))"

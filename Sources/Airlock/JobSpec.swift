@@ -18,8 +18,11 @@ public struct JobSpec: Sendable {
     public var environment: [(String, String)] = []
     /// Wall-clock limit for the command alone (not boot or transfer).
     public var timeout: Duration = .seconds(3600)
-    /// Limit from domain start until SSH is usable.
+    /// Limit from domain start until SSH is usable, under KVM.
     public var bootTimeout: Duration = .seconds(60)
+    /// How much longer boot may take under TCG emulation, which boots
+    /// several times slower than KVM and slower still when guests share cores.
+    public var tcgTimeoutFactor = 3.0
     public var vcpus = 1
     public var memoryMiB = 512
     /// The guest folder brought back as `out/`.
@@ -42,6 +45,11 @@ public struct JobSpec: Sendable {
         self.workload = workload
         self.command = command
         self.stateFolder = stateFolder
+    }
+
+    /// The boot limit for a guest on `accelerator`.
+    public func bootTimeout(on accelerator: Accelerator) -> Duration {
+        accelerator == .tcg ? bootTimeout * tcgTimeoutFactor : bootTimeout
     }
 
     /// The image catalog this spec reads from.
@@ -77,6 +85,11 @@ public struct JobSpec: Sendable {
         guard bootTimeout > .zero else {
             throw AirlockError(
                 .invalidArgument, "the boot timeout must be positive", hint: "for example --boot-timeout 60s")
+        }
+        guard tcgTimeoutFactor.isFinite, tcgTimeoutFactor >= 1, tcgTimeoutFactor <= 20 else {
+            throw AirlockError(
+                .invalidArgument, "the TCG timeout factor must be from 1 to 20",
+                hint: "for example --tcg-timeout-factor 3")
         }
         guard vcpus >= 1, vcpus <= 64 else {
             throw AirlockError(.invalidArgument, "'\(vcpus)' vCPUs is out of range (1 to 64)")

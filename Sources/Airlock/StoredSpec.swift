@@ -13,6 +13,7 @@ struct StoredSpec: Codable, Equatable {
     var environment: [[String]]
     var timeoutMilliseconds: Int64
     var bootTimeoutMilliseconds: Int64
+    var tcgTimeoutFactor: Double
     var transferTimeoutMilliseconds: Int64
     var vcpus: Int
     var memoryMiB: Int
@@ -29,6 +30,7 @@ struct StoredSpec: Codable, Equatable {
         environment = spec.environment.map { [$0.0, $0.1] }
         timeoutMilliseconds = Self.milliseconds(spec.timeout)
         bootTimeoutMilliseconds = Self.milliseconds(spec.bootTimeout)
+        tcgTimeoutFactor = spec.tcgTimeoutFactor
         transferTimeoutMilliseconds = Self.milliseconds(spec.transferTimeout)
         vcpus = spec.vcpus
         memoryMiB = spec.memoryMiB
@@ -48,6 +50,7 @@ struct StoredSpec: Codable, Equatable {
         spec.environment = environment.compactMap { $0.count == 2 ? ($0[0], $0[1]) : nil }
         spec.timeout = .milliseconds(timeoutMilliseconds)
         spec.bootTimeout = .milliseconds(bootTimeoutMilliseconds)
+        spec.tcgTimeoutFactor = tcgTimeoutFactor
         spec.transferTimeout = .milliseconds(transferTimeoutMilliseconds)
         spec.vcpus = vcpus
         spec.memoryMiB = memoryMiB

@@ -11,6 +11,8 @@ enum SpecOptions {
           --env NAME=VALUE      environment variable for the command (repeatable)
           --timeout DURATION    limit for the command itself, e.g. 90s, 10m (default: 1h)
           --boot-timeout DUR    limit for the guest to boot and answer SSH (default: 60s)
+          --tcg-timeout-factor F
+                                under TCG emulation the boot limit is F times longer (default: 3)
           --transfer-timeout D  limit for the upload, and for the collection (default: 30m)
           --vcpus N             virtual CPUs (default: 1)
           --memory SIZE         guest memory, e.g. 512M, 2G (default: 512M)
@@ -99,6 +101,12 @@ enum SpecOptions {
         case "--boot-timeout":
             request.spec.bootTimeout = try ValueParser.duration(
                 try reader.value(for: name, inline: inline), option: name)
+        case "--tcg-timeout-factor":
+            let text = try reader.value(for: name, inline: inline)
+            guard let factor = Double(text), factor.isFinite else {
+                throw UsageError("'\(text)' is not a number for \(name)", hint: "for example --tcg-timeout-factor 3")
+            }
+            request.spec.tcgTimeoutFactor = factor
         case "--transfer-timeout":
             request.spec.transferTimeout = try ValueParser.duration(
                 try reader.value(for: name, inline: inline), option: name)

@@ -14,7 +14,8 @@ struct RunCommandTests {
     func parsesEverything() throws {
         let command = try parse([
             "--image", "tiny", "--workload", "/w", "--env", "A=1", "--env=B=x=y", "--timeout", "1h30m",
-            "--boot-timeout", "45s", "--vcpus", "2", "--memory", "1G", "--collect", "/work/res", "--results", "/r",
+            "--boot-timeout", "45s", "--tcg-timeout-factor", "4", "--vcpus", "2", "--memory", "1G", "--collect",
+            "/work/res", "--results", "/r",
             "--accel", "tcg", "--json", "--", "python3", "-c", "print('--')",
         ])
         #expect(command.spec.image == "tiny")
@@ -22,6 +23,7 @@ struct RunCommandTests {
         #expect(command.spec.environment.map { "\($0.0)=\($0.1)" } == ["A=1", "B=x=y"])
         #expect(command.spec.timeout == .seconds(5400))
         #expect(command.spec.bootTimeout == .seconds(45))
+        #expect(command.spec.bootTimeout(on: .tcg) == .seconds(180))
         #expect(command.spec.vcpus == 2)
         #expect(command.spec.memoryMiB == 1024)
         #expect(command.spec.collectPath == "/work/res")
@@ -46,6 +48,7 @@ struct RunCommandTests {
             (["--workload", "w", "--timeout", "soon"], "'soon' is not a duration"),
             (["--workload", "w", "--memory", "lots"], "'lots' is not a size"),
             (["--workload", "w", "--accel", "fast"], "'fast' is not an acceleration mode"),
+            (["--workload", "w", "--tcg-timeout-factor", "nan"], "'nan' is not a number for --tcg-timeout-factor"),
             (["--workload", "w", "--env", "NOVALUE"], "NAME=VALUE"),
             (["--workload", "w", "--frob"], "unknown option '--frob'"),
             (["--workload"], "option '--workload' needs a value"),

@@ -48,7 +48,7 @@ struct JobFileTests {
             {"image": "tiny", "workload": "w", "command": ["python3", "-c", "print(1)"],
              "env": {"B": "2", "A": "x y"}, "timeout": "1h30m", "bootTimeout": 45, "transferTimeout": 1.5,
              "vcpus": 2, "memory": "1G", "collect": "/work/res", "maxOutput": 1024, "maxResults": "2M",
-             "accel": "tcg", "labels": {"model": "m1"}, "priority": 7, "retries": 0}
+             "accel": "tcg", "labels": {"model": "m1"}, "priority": 7, "retries": 0, "tcgTimeoutFactor": 2.5}
             """
         ])
         defer { try? FileManager.default.removeItem(at: root) }
@@ -60,6 +60,7 @@ struct JobFileTests {
         #expect(spec.environment.map { "\($0.0)=\($0.1)" } == ["A=x y", "B=2"])
         #expect(spec.timeout == .seconds(5400))
         #expect(spec.bootTimeout == .seconds(45))
+        #expect(spec.bootTimeout(on: .kvm) == .seconds(45) && spec.bootTimeout(on: .tcg) == .milliseconds(112_500))
         #expect(spec.transferTimeout == .milliseconds(1500))
         #expect(spec.vcpus == 2 && spec.memoryMiB == 1024)
         #expect(spec.collectPath == "/work/res")
@@ -80,6 +81,8 @@ struct JobFileTests {
             (#"{"workload": "w", "command": ["true"], "memory": -1}"#, "'memory' is not a positive size"),
             (#"{"workload": "w", "command": ["true"], "cpus": 0}"#, "unknown key 'cpus'"),
             (#"{"workload": "w", "command": ["true"], "vcpus": 0}"#, "vCPUs is out of range"),
+            (#"{"workload": "w", "command": ["true"], "tcgTimeoutFactor": 0.5}"#, "TCG timeout factor must be from 1"),
+            (#"{"workload": "w", "command": ["true"], "tcgTimeoutFactor": "3"}"#, "must be a number, not a string"),
             (#"{"workload": "w", "command": ["true"], "vcpus": 1.5}"#, "'vcpus' must be a whole number"),
             (
                 #"{"workload": "w", "command": ["true"], "vcpus": true}"#,

@@ -261,7 +261,7 @@ extension Integration {
             let work = try workload()
             let broken = try queue.submit(
                 [
-                    "--image", "sleeper", "--boot-timeout", "3s", "--retries", "1",
+                    "--image", "sleeper", "--boot-timeout", "3s", "--tcg-timeout-factor", "1", "--retries", "1",
                     "--workload", work.path, "--",
                     "true",
                 ],

@@ -233,18 +233,22 @@ extension Integration {
             try Harness.expectNothingLeft()
         }
 
-        @Test("a guest that never starts SSH fails within the boot deadline, with its console tail")
+        @Test(
+            "a guest that never starts SSH fails within the boot deadline (longer under TCG), with its console tail")
         func bootDeadline() throws {
             let image = try TestImages.sleeper()
             let outcome = try Harness.run(
                 [
                     "--images", TestImages.catalog.path, "--image", image, "--workload", "examples/hello",
-                    "--boot-timeout", "10s",
+                    "--boot-timeout", "4s", "--tcg-timeout-factor", "2.5",
                     "--", "true",
                 ])
             #expect(outcome.status == 125)
+            let emulated = try outcome.result()["accelerator"] as? String == "tcg"
+            #expect(outcome.elapsed > (emulated ? .seconds(10) : .seconds(4)))
             #expect(outcome.elapsed < .seconds(25))
-            #expect(outcome.stderrText.contains("did not become ready within 10 s"))
+            let limit = emulated ? "10 s (the boot timeout of 4 s × 2.5 under TCG)" : "4 s"
+            #expect(outcome.stderrText.contains("did not become ready within \(limit)"), "\(outcome.stderrText)")
             #expect(outcome.stderrText.contains("this guest never starts SSH"))
             try Harness.expectNothingLeft()
         }
