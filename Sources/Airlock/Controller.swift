@@ -51,6 +51,8 @@ public final class Controller: @unchecked Sendable {
     private var children: [pid_t: (job: String, token: String)] = [:]
     private var connection: Connection?
     private var hostDown = false
+    /// Jobs too big for this host that a live controller elsewhere can run.
+    private var leftForOthers: Set<String> = []
 
     public init(queue: JobQueue, options: Options, logger: Logger) {
         self.queue = queue
@@ -120,10 +122,13 @@ public final class Controller: @unchecked Sendable {
     // MARK: - Claiming and starting
 
     private func claimJobs(owner: String, capacity: HostCapacity) {
+        // Asked again every tick: the controller that could run them may have gone.
+        leftForOthers = []
         while !isStopping {
             let outcome: JobStore.ClaimOutcome
             do {
-                outcome = try queue.store.claimNext(owner: owner, host: options.connectURI, capacity: capacity)
+                outcome = try queue.store.claimNext(
+                    owner: owner, host: options.connectURI, capacity: capacity, leaving: leftForOthers)
             } catch {
                 logger.warning("cannot claim a job", metadata: ["error": "\(error)"])
                 return
@@ -132,10 +137,19 @@ public final class Controller: @unchecked Sendable {
             case .idle, .full:
                 return
             case .neverFits(let id, let vcpus, let memory):
+                // Another live controller, on a bigger host, may run it.
+                let others = (try? queue.liveControllers()) ?? []
+                if others.contains(where: {
+                    $0.owner != owner && $0.capacity.refusal(vcpus: vcpus, memoryMiB: memory) == nil
+                }) {
+                    leftForOthers.insert(id)
+                    continue
+                }
                 let reason =
                     "the job can never run here: "
                     + (capacity.refusal(vcpus: vcpus, memoryMiB: memory) ?? "it does not fit the host")
                 try? queue.store.reject(id, reason: reason)
+                queue.releaseWorkload(of: id)
                 JobEvents.log(logger, id, .failed, reason)
             case .claimed(let claim):
                 JobEvents.log(logger, claim.id, .starting, "attempt \(claim.attempt) of \(claim.maxAttempts)")
@@ -156,13 +170,13 @@ public final class Controller: @unchecked Sendable {
             arguments.append("--debug")
         }
         do {
-            let pid = try Spawn.detached(options.executable, arguments)
+            let pid = try Spawn.start(options.executable, arguments)
             children[pid] = (claim.id, ProcessToken.of(pid) ?? "\(pid) ?")
             logger.debug("worker started", metadata: ["job.id": claim.id, "worker.pid": "\(pid)"])
         } catch {
             let reason = "cannot start a worker: \(error)"
-            if (try? queue.store.requeue(claim.id, owner: owner, reason: reason, delay: .seconds(5))) == true {
-                JobEvents.log(logger, claim.id, .queued, reason)
+            if let state = try? queue.store.requeue(claim.id, owner: owner, reason: reason, delay: .seconds(5)) {
+                JobEvents.log(logger, claim.id, state, reason)
             }
         }
     }
@@ -205,72 +219,5 @@ public final class Controller: @unchecked Sendable {
             }
         }
         return reachable
-    }
-}
-
-/// Starting programs without Foundation's `Process`, which cannot put the
-/// child in a session of its own.
-enum Spawn {
-    /// Starts `path` with `arguments` (the first is argv[0]) in a new
-    /// process group, standard input and output on /dev/null, standard error
-    /// shared, signals at their defaults, and no other descriptor: whatever
-    /// the controller inherited (a supervisor's pipe, say) must not be held
-    /// open by jobs that outlive it.
-    ///
-    /// - Returns: The child's PID. The caller reaps it.
-    static func detached(_ path: String, _ arguments: [String]) throws(AirlockError) -> pid_t {
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for number in [SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP] {
-            sigaddset(&defaults, number)
-        }
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(
-            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        closeInherited(&actions)
-
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let code = posix_spawn(&pid, path, &actions, &attributes, &argv, environ)
-        guard code == 0 else {
-            throw AirlockError(.internalError, "cannot start '\(path)'", cause: POSIXFailure(code: code))
-        }
-        return pid
-    }
-
-    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later),
-    /// which Swift's Glibc module does not export.
-    private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    private static let closeFrom: CloseFrom? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map {
-        unsafeBitCast($0, to: CloseFrom.self)
-    }
-
-    /// Closes every descriptor above standard error in the child.
-    private static func closeInherited(_ actions: inout posix_spawn_file_actions_t) {
-        if let closeFrom {
-            _ = closeFrom(&actions, 3)
-            return
-        }
-        // Older glibc: close what is open now and not close-on-exec.
-        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        for fd in open.compactMap(Int32.init) where fd > 2 && fcntl(fd, F_GETFD) >= 0 {
-            if fcntl(fd, F_GETFD) & FD_CLOEXEC == 0 {
-                posix_spawn_file_actions_addclose(&actions, fd)
-            }
-        }
     }
 }

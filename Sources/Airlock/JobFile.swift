@@ -155,12 +155,25 @@ public enum JobFile {
         return jobs
     }
 
+    /// The most a spec or batch file may hold: a batch of a million jobs.
+    static let maxFileBytes: Int64 = 256 << 20
+
     private static func read(_ url: URL) throws(AirlockError) -> Data {
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else {
+        var info = stat()
+        guard stat(url.path, &info) == 0 else {
             throw AirlockError(.invalidArgument, "file '\(url.path)' does not exist")
         }
-        guard !isFolder.boolValue, let data = FileManager.default.contents(atPath: url.path) else {
+        // A FIFO or device would block or never end.
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw AirlockError(.invalidArgument, "'\(url.path)' is not a regular file", hint: "name a JSON file")
+        }
+        guard Int64(info.st_size) <= maxFileBytes else {
+            throw AirlockError(
+                .invalidArgument,
+                "'\(url.path)' holds \(Sizes.format(Int64(info.st_size))), more than the 256 MiB a spec file may",
+                hint: "split the batch into several files")
+        }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
             throw AirlockError(.invalidArgument, "cannot read '\(url.path)'", hint: "name a readable JSON file")
         }
         return data

@@ -93,17 +93,18 @@ extension JobResult {
 
     /// Whether the job failed for reasons of the machinery rather than the
     /// workload, so that running it again may well succeed: the guest never
-    /// came up, SSH or libvirt failed before the command started, or the SSH
-    /// connection dropped while the command ran.
+    /// came up or SSH failed before the command started, or libvirt failed.
     ///
     /// - Parameter commandStarted: Whether the command had been started.
     /// - Returns: true for a failure worth another attempt.
     public func isInfrastructureFailure(commandStarted: Bool) -> Bool {
         guard state == .failed, let errorCode else { return false }
         switch errorCode {
-        case AirlockError.Code.hostUnavailable.description, AirlockError.Code.connectionLost.description:
+        case AirlockError.Code.hostUnavailable.description:
             return true
-        case AirlockError.Code.guestFailed.description:
+        case AirlockError.Code.guestFailed.description, AirlockError.Code.connectionLost.description:
+            // Once the command runs, the guest is the workload's: it may
+            // have stopped its own SSH server or network, and is not run again.
             return !commandStarted
         default:
             return false

@@ -22,7 +22,8 @@ public struct JobSpec: Sendable {
     public var bootTimeout: Duration = .seconds(60)
     /// How much longer boot may take under TCG emulation, which boots
     /// several times slower than KVM and slower still when guests share cores.
-    public var tcgTimeoutFactor = 3.0
+    public var tcgTimeoutFactor = JobSpec.defaultTCGTimeoutFactor
+    public static let defaultTCGTimeoutFactor = 3.0
     public var vcpus = 1
     public var memoryMiB = 512
     /// The guest folder brought back as `out/`.

@@ -22,7 +22,8 @@ extension JobStore {
         case idle
         /// Jobs are ready, but the next one does not fit until others end.
         case full
-        /// The next job asks for more than the whole capacity: it can never run.
+        /// The next job asks for more than the whole capacity: it can never run
+        /// on this host.
         case neverFits(id: String, vcpus: Int, memoryMiB: Int)
     }
 
@@ -36,37 +37,48 @@ extension JobStore {
     /// `capacity.concurrency` jobs, and their vCPUs and memory within
     /// `capacity`. A job that does not fit now waits (and holds back the ones
     /// behind it, so that big jobs are not starved by small ones).
-    public func claimNext(owner: String, host: String, capacity: HostCapacity) throws(AirlockError) -> ClaimOutcome {
+    public func claimNext(
+        owner: String, host: String, capacity: HostCapacity, leaving: Set<String> = []
+    ) throws(AirlockError) -> ClaimOutcome {
         let now = Self.now
         return try access("claim a job") { database in
             try database.transaction { () throws -> ClaimOutcome in
+                // What runs on this host; other hosts' jobs use other capacity.
                 let live = try database.prepare(
-                    "SELECT grp, count(*), sum(vcpus), sum(memory_mib) FROM jobs WHERE state IN \(State.liveSQL) GROUP BY grp"
-                ).rows()
+                    """
+                    SELECT grp, count(*), sum(vcpus), sum(memory_mib) FROM jobs
+                    WHERE state IN \(State.liveSQL) AND host = ? GROUP BY grp
+                    """
+                ).rows([.text(host)])
                 let liveCount = live.reduce(0) { $0 + Int($1[1].integer ?? 0) }
                 let usedVCPUs = live.reduce(0) { $0 + Int($1[2].integer ?? 0) }
                 let usedMemory = live.reduce(0) { $0 + Int($1[3].integer ?? 0) }
+                // Jobs left to controllers with more room are not candidates here.
+                let notLeft =
+                    leaving.isEmpty ? "" : " AND id NOT IN (\(leaving.map { _ in "?" }.joined(separator: ", ")))"
+                let left = leaving.sorted().map { SQLiteValue.text($0) }
                 guard
                     let top = try database.prepare(
-                        "SELECT max(priority) FROM jobs WHERE state = 'queued' AND not_before <= ?"
-                    ).rows([.real(now)]).first?.first?.integer
+                        "SELECT max(priority) FROM jobs WHERE state = 'queued' AND not_before <= ?" + notLeft
+                    ).rows([.real(now)] + left).first?.first?.integer
                 else { return .idle }
                 guard liveCount < capacity.concurrency else { return .full }
 
                 let select =
                     "SELECT seq, id, vcpus, memory_mib FROM jobs WHERE state = 'queued' AND priority = ? AND not_before <= ?"
+                    + notLeft
                 // A group with nothing live goes first, oldest head first.
                 let liveGroups = live.compactMap { $0[0].text }
                 let placeholders = liveGroups.map { _ in "?" }.joined(separator: ", ")
                 var candidate = try database.prepare(
                     select + (liveGroups.isEmpty ? "" : " AND grp NOT IN (\(placeholders))") + " ORDER BY seq LIMIT 1"
-                ).rows([.integer(top), .real(now)] + liveGroups.map { .text($0) }).first
+                ).rows([.integer(top), .real(now)] + left + liveGroups.map { .text($0) }).first
                 // Otherwise the group with the fewest live jobs.
                 if candidate == nil {
                     let byLoad = live.sorted { ($0[1].integer ?? 0) < ($1[1].integer ?? 0) }.compactMap { $0[0].text }
                     let statement = try database.prepare(select + " AND grp = ? ORDER BY seq LIMIT 1")
                     for group in byLoad {
-                        if let row = try statement.rows([.integer(top), .real(now), .text(group)]).first {
+                        if let row = try statement.rows([.integer(top), .real(now)] + left + [.text(group)]).first {
                             candidate = row
                             break
                         }
@@ -166,24 +178,33 @@ extension JobStore {
     }
 
     /// Puts a live job that `owner` holds back in the queue, to be tried
-    /// again no earlier than `delay` from now.
+    /// again no earlier than `delay` from now; or, when a cancel was asked
+    /// for meanwhile, ends it as canceled.
     ///
-    /// - Returns: false when `owner` no longer holds the job.
+    /// - Returns: `.queued` or `.canceled`; nil when `owner` no longer holds the job.
     @discardableResult
-    public func requeue(_ id: String, owner: String, reason: String, delay: Duration) throws(AirlockError) -> Bool {
+    public func requeue(_ id: String, owner: String, reason: String, delay: Duration) throws(AirlockError) -> State? {
         let now = Self.now
         let notBefore = now + Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
         return try access("requeue job '\(id)'") { database in
-            try database.transaction { () throws -> Bool in
+            try database.transaction { () throws -> State? in
+                let held = try database.prepare(
+                    "SELECT cancel_requested FROM jobs WHERE id = ? AND owner = ? AND state IN \(State.liveSQL)"
+                ).rows([.text(id), .text(owner)])
+                guard let row = held.first else { return nil }
+                if row[0].integer == 1 {
+                    let why = "canceled; " + reason
+                    try database.prepare(
+                        "UPDATE jobs SET state = 'canceled', owner = NULL, updated = ?, reason = ? WHERE id = ?"
+                    ).run([.real(now), .text(why), .text(id)])
+                    try Self.recordTransition(database, id, .canceled, now, why)
+                    return .canceled
+                }
                 try database.prepare(
-                    """
-                    UPDATE jobs SET state = 'queued', owner = NULL, not_before = ?, updated = ?, reason = ?
-                    WHERE id = ? AND owner = ? AND state IN \(State.liveSQL)
-                    """
-                ).run([.real(notBefore), .real(now), .text(reason), .text(id), .text(owner)])
-                guard database.changes == 1 else { return false }
+                    "UPDATE jobs SET state = 'queued', owner = NULL, not_before = ?, updated = ?, reason = ? WHERE id = ?"
+                ).run([.real(notBefore), .real(now), .text(reason), .text(id)])
                 try Self.recordTransition(database, id, .queued, now, reason)
-                return true
+                return .queued
             }
         }
     }

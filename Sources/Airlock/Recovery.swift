@@ -91,10 +91,18 @@ public struct Recovery: Sendable {
                 try end(job, as: .canceled, reason: "canceled; " + reason, owner: me)
                 report.ended.append(job.id)
             } else if job.attempts < job.maxAttempts {
-                try queue.store.requeue(
+                let state = try queue.store.requeue(
                     job.id, owner: me, reason: reason + "; queued again", delay: Self.backOff(after: job.attempts))
-                report.requeued.append(job.id)
-                JobEvents.log(logger, job.id, .queued, reason + "; queued again")
+                if state == .canceled {
+                    // Canceled since it was read: the store has ended it; its result says so.
+                    writeResult(job, as: .canceled, reason: "canceled; " + reason)
+                    JobEvents.log(logger, job.id, .canceled, "canceled; " + reason)
+                    queue.releaseWorkload(of: job.id)
+                    report.ended.append(job.id)
+                } else {
+                    report.requeued.append(job.id)
+                    JobEvents.log(logger, job.id, .queued, reason + "; queued again")
+                }
             } else {
                 try end(job, as: .lost, reason: reason, owner: me)
                 report.ended.append(job.id)
@@ -104,14 +112,18 @@ public struct Recovery: Sendable {
         }
     }
 
-    private func end(_ job: JobStore.LiveJob, as state: JobResult.State, reason: String, owner: String)
-        throws(AirlockError)
-    {
+    private func writeResult(_ job: JobStore.LiveJob, as state: JobResult.State, reason: String) {
         var result = JobResult(jobID: job.id, state: state, image: "", host: "", startedAt: Date())
         result.attempt = job.attempts
         result.error = reason
         result.finishedAt = Date()
         JobResultFile.write(result, to: URL(fileURLWithPath: job.results))
+    }
+
+    private func end(_ job: JobStore.LiveJob, as state: JobResult.State, reason: String, owner: String)
+        throws(AirlockError)
+    {
+        writeResult(job, as: state, reason: reason)
         if try queue.store.advance(
             job.id, to: JobStore.State(rawValue: state.rawValue) ?? .lost, owner: owner, reason: reason)
         {

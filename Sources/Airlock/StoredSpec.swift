@@ -40,6 +40,27 @@ struct StoredSpec: Codable, Equatable {
         accelerator = spec.accelerator.rawValue
     }
 
+    /// Reads a stored spec; keys added since a job was stored take their defaults.
+    init(from decoder: any Decoder) throws {
+        let values = try decoder.container(keyedBy: CodingKeys.self)
+        image = try values.decode(String.self, forKey: .image)
+        workload = try values.decode(String.self, forKey: .workload)
+        snapshot = try values.decodeIfPresent(WorkloadSnapshot.self, forKey: .snapshot)
+        command = try values.decode([String].self, forKey: .command)
+        environment = try values.decode([[String]].self, forKey: .environment)
+        timeoutMilliseconds = try values.decode(Int64.self, forKey: .timeoutMilliseconds)
+        bootTimeoutMilliseconds = try values.decode(Int64.self, forKey: .bootTimeoutMilliseconds)
+        tcgTimeoutFactor =
+            try values.decodeIfPresent(Double.self, forKey: .tcgTimeoutFactor) ?? JobSpec.defaultTCGTimeoutFactor
+        transferTimeoutMilliseconds = try values.decode(Int64.self, forKey: .transferTimeoutMilliseconds)
+        vcpus = try values.decode(Int.self, forKey: .vcpus)
+        memoryMiB = try values.decode(Int.self, forKey: .memoryMiB)
+        collectPath = try values.decode(String.self, forKey: .collectPath)
+        maxOutputBytes = try values.decode(Int64.self, forKey: .maxOutputBytes)
+        collectLimits = try values.decode(CollectLimits.self, forKey: .collectLimits)
+        accelerator = try values.decode(String.self, forKey: .accelerator)
+    }
+
     /// The spec to run, with the per-process settings of `base`.
     func spec(base: JobSpec) -> JobSpec {
         var spec = base

@@ -108,11 +108,20 @@ public struct Worker: Sendable {
             && (try? store.isCancelRequested(id)) != true
         if retry {
             let reason = "attempt \(claim.attempt) failed: \(result.reason ?? "infrastructure failure"); queued again"
+            // The next attempt starts from an empty result folder.
             try? FileManager.default.removeItem(at: results)
-            if (try? store.requeue(id, owner: me, reason: reason, delay: Recovery.backOff(after: claim.attempt)))
-                == true
-            {
+            switch try? store.requeue(id, owner: me, reason: reason, delay: Recovery.backOff(after: claim.attempt)) {
+            case .queued:
                 JobEvents.log(logger, id, .queued, reason)
+            case .canceled:
+                // A cancel came in between: the job ends here, with a result that says so.
+                result.state = .canceled
+                result.error = "canceled after attempt \(claim.attempt) failed"
+                JobResultFile.write(result, to: results)
+                JobEvents.log(logger, id, .canceled, result.error)
+                queue.releaseWorkload(of: id)
+            default:
+                break
             }
             return result
         }
@@ -134,16 +143,33 @@ public struct Worker: Sendable {
     }
 
     /// Records the job's end and lets go of its workload snapshot.
+    /// Records the job's end. The result folder is complete by now: the
+    /// store is retried for up to ten minutes (a large submit may hold it),
+    /// since a job whose end is not recorded is taken for one whose worker
+    /// died, and run again.
     private func finish(_ result: JobResult, claim: JobStore.Claim, owner: String) {
         let state = JobStore.State(rawValue: result.state.rawValue) ?? .failed
-        do {
-            if try queue.store.advance(
-                claim.id, to: state, owner: owner, reason: result.reason, exitCode: result.exitCode)
-            {
-                JobEvents.log(logger, claim.id, state, result.reason)
+        let deadline = ContinuousClock.now + .seconds(600)
+        var pause = 0.25
+        while true {
+            do {
+                if try queue.store.advance(
+                    claim.id, to: state, owner: owner, reason: result.reason, exitCode: result.exitCode)
+                {
+                    JobEvents.log(logger, claim.id, state, result.reason)
+                }
+                break
+            } catch {
+                guard ContinuousClock.now < deadline else {
+                    logger.error("cannot record the end of a job", metadata: ["job.id": claim.id, "error": "\(error)"])
+                    break
+                }
+                logger.warning(
+                    "cannot record the end of a job yet; trying again",
+                    metadata: ["job.id": claim.id, "error": "\(error)"])
+                Thread.sleep(forTimeInterval: pause)
+                pause = min(pause * 2, 5)
             }
-        } catch {
-            logger.error("cannot record the end of a job", metadata: ["job.id": claim.id, "error": "\(error)"])
         }
         queue.releaseWorkload(of: claim.id)
     }

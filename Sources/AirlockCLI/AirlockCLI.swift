@@ -76,6 +76,15 @@ public enum AirlockCLI {
             return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.gc"))
         },
         "bench": Command(usage: BenchCommand.usage, help: BenchCommand.help) { arguments, environment in
+            if arguments.first == "batch" {
+                let rest = Array(arguments.dropFirst())
+                if rest.first == "--help" || rest.first == "-h" {
+                    return printHelp(BatchBenchCommand.help)
+                }
+                let command = try BatchBenchCommand.parse(rest, environment: environment)
+                _ = bootstrapLogger(debug: false, label: "airlock.bench")
+                return try command.run(signals: installSignals())
+            }
             let command = try BenchCommand.parse(arguments, environment: environment)
             let logger = bootstrapLogger(debug: command.debug, label: "airlock.bench")
             return try command.run(logger: logger)

@@ -11,6 +11,7 @@ struct BenchCommand {
     static let help = """
         Time the hello job against the floor: QEMU started by hand on the same
         kernel and initramfs, measured until the guest's SSH banner arrives.
+        'airlock bench batch' measures the job queue instead (see its --help).
 
         Usage: \(usage)
 

@@ -45,6 +45,10 @@ public final class InMemoryLogHandler: LogHandler {
 public enum Terminal {
     /// Replaces control characters (C0, DEL, C1) with visible escapes such as `\x1b`.
     public static func escape(_ text: String) -> String {
+        // Most text is printable ASCII, which needs no look-up.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) {
+            return text
+        }
         var out = ""
         out.reserveCapacity(text.count)
         for scalar in text.unicodeScalars {

@@ -58,7 +58,9 @@ public final class TarWriter {
         archive_read_disk_set_symlink_physical(disk)
         archive_read_disk_set_standard_lookup(disk)
 
-        let root = folder.standardizedFileURL.path
+        // A folder named through a symbolic link is archived as the folder
+        // it points to: links are kept as links only inside it.
+        let root = folder.standardizedFileURL.resolvingSymlinksInPath().path
         guard archive_read_disk_open(disk, root) == ARCHIVE_OK else {
             throw ArchiveError.last(disk, "appendContents")
         }

@@ -131,8 +131,33 @@ struct JobStoreTests {
         #expect(try drain(store3, capacity: HostCapacity(concurrency: 9, vcpus: 16, memoryMiB: 3000)).count == 2)
         #expect(
             try store3.claimNext(
-                owner: "1 1", host: "h", capacity: HostCapacity(concurrency: 9, vcpus: 16, memoryMiB: 3000))
+                owner: "1 1", host: "test:///default",
+                capacity: HostCapacity(concurrency: 9, vcpus: 16, memoryMiB: 3000))
                 == .full)
+        // Jobs live on another host use that host's capacity, not this one's.
+        #expect(
+            try store3.claimNext(
+                owner: "2 2", host: "qemu+ssh://other/system",
+                capacity: HostCapacity(concurrency: 9, vcpus: 16, memoryMiB: 3000)) != .full)
+    }
+
+    @Test("a job left to a controller with more room is passed over, and the next one is claimed")
+    func leavingForOthers() throws {
+        let store = try JobStore(file: ":memory:")
+        try store.submit([job("huge", vcpus: 32, memory: 1024), job("small")])
+        let small = HostCapacity(concurrency: 4, vcpus: 4, memoryMiB: 8192)
+        #expect(
+            try store.claimNext(owner: "1 1", host: "test:///default", capacity: small)
+                == .neverFits(id: "huge", vcpus: 32, memoryMiB: 1024))
+        guard
+            case .claimed(let claim) = try store.claimNext(
+                owner: "1 1", host: "test:///default", capacity: small, leaving: ["huge"])
+        else {
+            Issue.record("the small job was not claimed")
+            return
+        }
+        #expect(claim.id == "small")
+        #expect(try store.record("huge")?.state == .queued)
     }
 
     @Test("a job bigger than the whole capacity is reported, not waited for")
@@ -196,7 +221,7 @@ struct JobStoreTests {
         let store = try JobStore(file: ":memory:")
         try store.submit([job("j", attempts: 3)])
         _ = try store.claimNext(owner: "1 1", host: "h", capacity: roomy)
-        #expect(try store.requeue("j", owner: "1 1", reason: "boot failed", delay: .milliseconds(300)))
+        #expect(try store.requeue("j", owner: "1 1", reason: "boot failed", delay: .milliseconds(300)) == .queued)
         #expect(try store.claimNext(owner: "1 1", host: "h", capacity: roomy) == .idle)
         Thread.sleep(forTimeInterval: 0.4)
         guard case .claimed(let claim) = try store.claimNext(owner: "1 1", host: "h", capacity: roomy) else {
@@ -205,6 +230,19 @@ struct JobStoreTests {
         }
         #expect(claim.attempt == 2)
         #expect(try store.history("j").map(\.reason).contains("boot failed"))
+    }
+
+    @Test("a job canceled while its failed attempt is being retried ends as canceled, not queued")
+    func cancelDuringRetry() throws {
+        let store = try JobStore(file: ":memory:")
+        try store.submit([job("j", attempts: 3)])
+        _ = try store.claimNext(owner: "1 1", host: "h", capacity: roomy)
+        #expect(try store.requestCancel("j") == .requested(owner: "1 1"))
+        #expect(try store.requeue("j", owner: "1 1", reason: "boot failed", delay: .zero) == .canceled)
+        let record = try #require(try store.record("j"))
+        #expect(record.state == .canceled && record.owner == nil)
+        #expect(try store.claimNext(owner: "1 1", host: "h", capacity: roomy) == .idle)
+        #expect(try store.requeue("j", owner: "1 1", reason: "again", delay: .zero) == nil)
     }
 
     @Test("cancel ends a queued job at once and flags a live one for its owner")

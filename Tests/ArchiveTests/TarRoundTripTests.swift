@@ -68,6 +68,23 @@ struct TarRoundTripTests {
         #expect(byName[long]?.1 == Array("x".utf8))
     }
 
+    @Test("a folder named through a symbolic link is archived as the folder it points to")
+    func linkedRoot() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-tar-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let real = base.appendingPathComponent("real")
+        try FileManager.default.createDirectory(at: real, withIntermediateDirectories: true)
+        try Data("echo hi\n".utf8).write(to: real.appendingPathComponent("run.sh"))
+        let link = base.appendingPathComponent("link")
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "real")
+
+        var count = 0
+        let entries = try roundTrip { count = try $0.appendContents(of: link) }
+        #expect(count == 1)
+        #expect(entries.map { String(decoding: $0.0.path, as: UTF8.self) } == ["run.sh"])
+        #expect(entries.first?.1 == Array("echo hi\n".utf8))
+    }
+
     @Test("hostile entries come back exactly as stored, for the collector to judge")
     func hostileEntries() throws {
         let entries = try roundTrip { writer in
