@@ -96,12 +96,29 @@ public final class Controller: @unchecked Sendable {
             ])
 
         let recovery = Recovery(queue: queue, logger: logger) { [self] token in endings.withLock { $0[token] } }
+        let collector = GarbageCollector(
+            connectURI: options.connectURI, stateFolder: queue.stateFolder, logger: logger)
+        var lastSweep = ContinuousClock.now
         while !isStopping {
             reapWorkers()
             do {
                 _ = try recovery.run()
             } catch {
                 logger.warning("cannot check for jobs whose process died", metadata: ["error": "\(error)"])
+            }
+            // What gc removes: guests and run folders of processes that died
+            // outside the store, and workload copies no job needs any more.
+            if ContinuousClock.now - lastSweep > .seconds(60) {
+                lastSweep = ContinuousClock.now
+                // How a worker ended matters only while its job awaits recovery.
+                if let owners = try? Set(queue.store.liveJobs().map(\.owner)) {
+                    endings.withLock { $0 = $0.filter { owners.contains($0.key) } }
+                }
+                if let swept = try? collector.sweep() {
+                    for item in swept.domains + swept.folders + swept.snapshots {
+                        logger.notice("removed a dead job's leftover", metadata: ["item": item])
+                    }
+                }
             }
             if hostIsReachable() {
                 claimJobs(owner: me, capacity: capacity)

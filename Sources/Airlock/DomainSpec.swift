@@ -26,6 +26,10 @@ public struct DomainSpec: Sendable, Equatable {
     public var keysFile: String
     /// The host port on 127.0.0.1 forwarded to the guest's port 22.
     public var sshPort: Int
+    /// The state folder of the process that made the guest, recorded in the
+    /// metadata so that `airlock gc` on one state folder leaves alone the
+    /// guests of another.
+    public var stateFolder: String?
 
     public init(
         name: String, jobID: String, accelerator: Accelerator, vcpus: Int, memoryMiB: Int, kernel: String,
@@ -41,6 +45,19 @@ public struct DomainSpec: Sendable, Equatable {
         self.cmdline = cmdline
         self.keysFile = keysFile
         self.sshPort = sshPort
+    }
+
+    /// The state folder named in a domain's Airlock metadata, or nil when it names none.
+    public static func stateFolder(inMetadata text: String) -> String? {
+        // libvirt hands back the element as it stored it: one tag, its
+        // attributes in double quotes, entities for the XML metacharacters.
+        guard text.hasPrefix("<"), let start = text.range(of: " state=\"") else { return nil }
+        let rest = text[start.upperBound...]
+        guard let end = rest.firstIndex(of: "\"") else { return nil }
+        return String(rest[..<end])
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&amp;", with: "&")
     }
 
     /// The QEMU `-netdev` value: user-mode networking, no egress, SSH on loopback.
@@ -65,6 +82,9 @@ public struct DomainSpec: Sendable, Equatable {
         let job = XMLElement(name: "airlock:job")
         job.addNamespace(namespace("airlock", Self.metadataNamespace))
         job.addAttribute(attribute("id", jobID))
+        if let stateFolder {
+            job.addAttribute(attribute("state", stateFolder))
+        }
         metadata.addChild(job)
         domain.addChild(metadata)
 

@@ -42,7 +42,6 @@ public struct GarbageCollector: Sendable {
         let connection = try Connection.airlock(uri: connectURI)
         defer { connection.close() }
         var report = Report()
-        let runFolder = JobOwner.runFolder(in: stateFolder)
 
         // Stored jobs first: Recovery destroys their guests and settles them in the store.
         var queue: JobQueue?
@@ -55,16 +54,46 @@ public struct GarbageCollector: Sendable {
             report.ended = recovered.ended
             report.domains += recovered.domains
         }
+        let swept = sweep(connection, queue: queue)
+        report.domains += swept.domains
+        report.folders = swept.folders
+        report.snapshots = swept.snapshots
+        return report
+    }
 
+    /// What `run()` does besides settling stored jobs: the controller calls
+    /// it now and then, having its own recovery.
+    ///
+    /// - Throws: `AirlockError` when libvirt cannot be reached.
+    public func sweep() throws(AirlockError) -> Report {
+        let connection = try Connection.airlock(uri: connectURI)
+        defer { connection.close() }
+        var queue: JobQueue?
+        if FileManager.default.fileExists(atPath: JobStore.file(in: stateFolder).path) {
+            queue = try JobQueue(stateFolder: stateFolder)
+        }
+        return sweep(connection, queue: queue)
+    }
+
+    private func sweep(_ connection: Connection, queue: JobQueue?) -> Report {
+        var report = Report()
+        let runFolder = JobOwner.runFolder(in: stateFolder)
         let domains: [Domain]
         do {
             domains = try connection.allDomains()
         } catch {
-            throw AirlockError(.hostUnavailable, "cannot list the domains of '\(connectURI)'", cause: error)
+            logger.warning("cannot list the domains", metadata: ["host.uri": connectURI, "error": "\(error)"])
+            domains = []
         }
+        // Only guests made for this state folder: another folder's jobs (a
+        // test's, a second installation's) have owners this one cannot see.
+        let mine = stateFolder.standardizedFileURL.path
         for domain in domains {
             let name = domain.name
-            guard name.hasPrefix("airlock-"), domain.metadata(namespace: DomainSpec.metadataNamespace) != nil else {
+            guard name.hasPrefix("airlock-"),
+                let metadata = domain.metadata(namespace: DomainSpec.metadataNamespace),
+                DomainSpec.stateFolder(inMetadata: metadata) == mine
+            else {
                 continue
             }
             let jobID = String(name.dropFirst("airlock-".count))

@@ -258,7 +258,25 @@ public enum JobFile {
         let aliases = ["cpus": "vcpus", "cpu": "vcpus", "mem": "memory", "environment": "env", "cmd": "command"]
         let folded = key.lowercased().filter { $0 != "-" && $0 != "_" }
         if let alias = aliases[folded] { return alias }
-        return keys.first { $0.lowercased() == folded }
+        if let same = keys.first(where: { $0.lowercased() == folded }) { return same }
+        // A typo: the key within two edits, if exactly one is.
+        let near = keys.filter { editDistance(Array($0.lowercased()), Array(folded), limit: 2) <= 2 }
+        return near.count == 1 ? near[0] : nil
+    }
+
+    /// Levenshtein distance between `a` and `b`, or `limit + 1` once it exceeds `limit`.
+    static func editDistance(_ a: [Character], _ b: [Character], limit: Int) -> Int {
+        guard abs(a.count - b.count) <= limit else { return limit + 1 }
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1] + Array(repeating: 0, count: b.count)
+            for (j, y) in b.enumerated() {
+                current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1))
+            }
+            guard current.min() ?? 0 <= limit else { return limit + 1 }
+            previous = current
+        }
+        return previous[b.count]
     }
 }
 

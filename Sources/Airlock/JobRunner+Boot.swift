@@ -93,10 +93,11 @@ extension JobRunner {
         while true {
             attempt += 1
             let port = try PortAllocator.freeLoopbackPort()
-            let spec = DomainSpec(
+            var spec = DomainSpec(
                 name: name, jobID: jobID, accelerator: accelerator, vcpus: self.spec.vcpus,
                 memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL.path, initrd: image.initrdURL.path,
                 cmdline: image.cmdline + " airlock.lifetime=\(lifetimeSeconds)", keysFile: keysFile.path, sshPort: port)
+            spec.stateFolder = self.spec.stateFolder.standardizedFileURL.path
             let domain: Domain
             do {
                 shared.withLock { $0.domain = name }

@@ -320,7 +320,8 @@ public final class JobStore: @unchecked Sendable {
         }
     }
 
-    /// Jobs matching every filter given, in submission order.
+    /// Jobs matching every filter given, in submission order; with a
+    /// `limit`, the most recent that many.
     public func list(_ filter: Filter = Filter(), limit: Int = .max) throws(AirlockError) -> [Record] {
         var sql = "SELECT \(Self.columns), \(Self.labelsSQL) FROM jobs j WHERE 1 = 1"
         var values: [SQLiteValue] = []
@@ -336,10 +337,10 @@ public final class JobStore: @unchecked Sendable {
             sql += " AND j.id IN (SELECT job FROM labels WHERE key = ? AND value = ?)"
             values += [.text(label.key), .text(label.value)]
         }
-        sql += " ORDER BY j.seq LIMIT ?"
+        sql += " ORDER BY j.seq DESC LIMIT ?"
         values.append(.integer(Int64(min(limit, Int(Int64.max)))))
         return try access("list jobs") { database in
-            try database.prepare(sql).rows(values).map { Self.record($0, labels: Self.labels($0[17])) }
+            try database.prepare(sql).rows(values).reversed().map { Self.record($0, labels: Self.labels($0[17])) }
         }
     }
 

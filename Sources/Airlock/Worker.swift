@@ -42,7 +42,8 @@ public struct Worker: Sendable {
             logger.info("the job was taken over by another process; not running it", metadata: ["job.id": id])
             return nil
         }
-        let results = URL(fileURLWithPath: claim.results)
+        // Derived, not read from the store: the store names no folder root removes.
+        let results = queue.resultsFolder(of: id)
         // A previous attempt's partial results make way for this one.
         try? FileManager.default.removeItem(at: results)
 
@@ -58,6 +59,16 @@ public struct Worker: Sendable {
         var spec: JobSpec
         do throws(AirlockError) {
             spec = try StoredSpec.decode(claim.spec, job: id).spec(base: base)
+            // The workload comes from the state folder's own copies, never from elsewhere.
+            if let snapshot = spec.workloadSnapshot {
+                let folder = WorkloadSnapshot.folder(in: queue.stateFolder).standardizedFileURL.path
+                guard URL(fileURLWithPath: snapshot.file).deletingLastPathComponent().standardizedFileURL.path == folder
+                else {
+                    throw AirlockError(
+                        .internalError, "the stored workload of job '\(id)' is not in '\(folder)'",
+                        hint: "submit the job again")
+                }
+            }
         } catch {
             let result = failure(error, claim: claim)
             finish(result, claim: claim, owner: me)
@@ -138,7 +149,7 @@ public struct Worker: Sendable {
         result.errorCode = error.code.description
         result.hint = error.hint
         result.finishedAt = Date()
-        JobResultFile.write(result, to: URL(fileURLWithPath: claim.results))
+        JobResultFile.write(result, to: queue.resultsFolder(of: claim.id))
         return result
     }
 

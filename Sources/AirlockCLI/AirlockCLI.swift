@@ -69,11 +69,12 @@ public enum AirlockCLI {
         },
         "cancel": Command(usage: CancelCommand.usage, help: CancelCommand.help) { arguments, environment in
             let command = try CancelCommand.parse(arguments, environment: environment)
-            return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.cancel"))
+            // It reports each job itself; the store's state-change notices would repeat it.
+            return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.cancel", level: .warning))
         },
         "gc": Command(usage: GCCommand.usage, help: GCCommand.help) { arguments, environment in
             let command = try GCCommand.parse(arguments, environment: environment)
-            return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.gc"))
+            return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.gc", level: .warning))
         },
         "bench": Command(usage: BenchCommand.usage, help: BenchCommand.help) { arguments, environment in
             if arguments.first == "batch" {
@@ -143,9 +144,11 @@ public enum AirlockCLI {
 
     /// Installs the process's log handler. A service (the controller and its
     /// workers) always logs with timestamps and metadata: its lines are a record.
-    private static func bootstrapLogger(debug: Bool, label: String, service: Bool = false) -> Logger {
+    private static func bootstrapLogger(
+        debug: Bool, label: String, service: Bool = false, level: Logger.Level = .info
+    ) -> Logger {
         LoggingSystem.bootstrap(StderrLogHandler(verbose: debug || service))
-        return Logger(label: label, level: debug ? .debug : .info)
+        return Logger(label: label, level: debug ? .debug : level)
     }
 
     private static func installSignals() -> SignalRelay {

@@ -80,6 +80,13 @@ struct BatchBenchCommand {
     }
 
     func run(signals: SignalRelay) throws -> Int32 {
+        let workload = URL(fileURLWithPath: self.workload).standardizedFileURL
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder), isFolder.boolValue else {
+            throw AirlockError(
+                .invalidArgument, "workload folder '\(workload.path)' does not exist",
+                hint: "run from the repository folder, or pass --workload PATH/examples/hello")
+        }
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-bench-\(getpid())")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         let bench = BenchProcesses(
@@ -92,7 +99,6 @@ struct BatchBenchCommand {
         }
         defer { bench.tearDown() }
 
-        let workload = URL(fileURLWithPath: self.workload).standardizedFileURL
         var report = "Airlock queue bench: image '\(image)', workload '\(self.workload)'\n\n"
         report += "throughput, \(jobs) jobs a round  by hand (airlock run)  queue (submit + controller)  ratio\n"
         for level in concurrency {
@@ -109,19 +115,20 @@ struct BatchBenchCommand {
         }
 
         let scale = try bench.scale(backlog: backlog, image: image, workload: workload)
-        report += "\nscale, \(backlog) queued jobs                      one job      with backlog  ratio\n"
+        report += "\nscale, \(backlog) queued jobs                      one job       backlog  backlog/one\n"
         for row in scale {
             report += row.name.padding(toLength: 44, withPad: " ", startingAt: 0)
-            report += String(
-                format: "%9.3f %@  %9.3f %@  %5.2f\n", row.empty, row.unit, row.full, row.unit, row.full / row.empty)
+            let format = row.unit == "s" ? "%9.3f %@   %9.3f %@  %7.2f\n" : "%9.1f %@ %9.1f %@  %7.2f\n"
+            report += String(format: format, row.empty, row.unit, row.full, row.unit, row.full / row.empty)
         }
         report += """
 
             by hand: one 'airlock run' process per job, at most C at a time
             queue: 'airlock submit --batch' of the same jobs, then 'airlock controller --concurrency C
                    --cpu-overcommit C', timed from the submit until the last job has ended
-            scale: wall time of the command as a process, median of 3; controller peak RSS (VmHWM)
-                   3 s after its first job started, the rest of the folder's jobs queued behind it
+            scale: a state folder holding one job against one holding the backlog; wall time of the
+                   command as a process, median of 3 (submit: the one job, or the whole backlog);
+                   controller peak RSS (VmHWM) 3 s after its first job started, the rest queued
 
             """
         print(report, terminator: "")

@@ -59,7 +59,7 @@ struct CancelCommand {
         for id in ids {
             switch try queue.cancel(id, logger: logger, wait: .zero) {
             case .canceled: print("canceled \(id)")
-            case .alreadyOver(let state): Output.note("airlock: job \(id) is already \(state.rawValue)")
+            case .alreadyOver(let state): Output.note("airlock: job \(id) has already ended (\(state.rawValue))")
             case .stillStopping: waiting.append(id)
             }
         }

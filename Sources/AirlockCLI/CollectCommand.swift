@@ -1,6 +1,7 @@
 import Airlock
 import AirlockLog
 import Foundation
+import Synchronization
 
 /// `airlock collect`: copies finished results out of the state folder.
 struct CollectCommand {
@@ -23,7 +24,8 @@ struct CollectCommand {
 
         Exit status: for one job, what 'airlock run' would have returned for it;
         for a batch, 0 if every job succeeded and 1 otherwise; 75 when jobs are
-        not finished and --wait was not given.
+        not finished and --wait was not given; 130 when interrupted (folders
+        already copied stay, the one being copied is finished first).
         """
 
     var id: String?
@@ -64,7 +66,21 @@ struct CollectCommand {
         } else {
             ids = [try queue.store.resolve(id ?? "")]
         }
-        signals.onFirst = { exit(130) }
+        // A copy in progress is finished (or, on a second signal, removed):
+        // --out never keeps half a result folder.
+        let interrupted = Mutex(false)
+        let out = self.out
+        signals.onFirst = {
+            Output.note("airlock: stopping after the copy in progress (interrupt again to leave at once)")
+            interrupted.withLock { $0 = true }
+        }
+        signals.onSecond = {
+            let partial = ".partial-\(getpid())"
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? []
+            where name.hasSuffix(partial) {
+                try? FileManager.default.removeItem(at: out.appendingPathComponent(name))
+            }
+        }
 
         var pending = ids
         var copied: [String: JobStore.Record] = [:]
@@ -73,6 +89,10 @@ struct CollectCommand {
         while true {
             var still: [String] = []
             for jobID in pending {
+                if interrupted.withLock({ $0 }) {
+                    progress.end()
+                    return ExitCode.canceled
+                }
                 guard let record = try queue.store.record(jobID) else { continue }
                 guard record.state.isTerminal else {
                     still.append(jobID)
@@ -92,7 +112,13 @@ struct CollectCommand {
             if let batch {
                 progress.show(counts: try queue.store.counts(batch: batch))
             }
-            Thread.sleep(forTimeInterval: 0.5)
+            for _ in 0..<5 where !interrupted.withLock({ $0 }) {
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            if interrupted.withLock({ $0 }) {
+                progress.end()
+                return ExitCode.canceled
+            }
         }
         progress.end()
 

@@ -3,7 +3,8 @@ import Foundation
 
 /// `airlock ls`: the stored jobs, filtered.
 struct ListCommand {
-    static let usage = "airlock ls [--state STATE] [--batch ID] [--label KEY=VALUE] [--json] [--state-dir DIR]"
+    static let usage =
+        "airlock ls [--state STATE] [--batch ID] [--label KEY=VALUE] [--limit N] [--json] [--state-dir DIR]"
 
     static let help = """
         List stored jobs in submission order.
@@ -15,7 +16,7 @@ struct ListCommand {
                               collecting, succeeded, failed, timed_out, canceled, lost
           --batch ID          only the jobs of this batch
           --label KEY=VALUE   only jobs with this label
-          --limit N           at most N jobs
+          --limit N           only the N most recent jobs
           --json              one JSON array of jobs
           --state-dir DIR     Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
         """

@@ -1,25 +1,29 @@
 import Airlock
+import AirlockLog
 import Foundation
 
 /// `airlock logs ID [-f]`: a job's stdout and stderr, followed live with `-f`.
 struct LogsCommand {
-    static let usage = "airlock logs JOB_ID [-f] [--state-dir DIR]"
+    static let usage = "airlock logs JOB_ID [-f] [--raw] [--state-dir DIR]"
 
     static let help = """
         Print a job's stdout (on stdout) and stderr (on stderr) as kept so far.
         With -f, keep printing what the command writes until the job ends; a
         queued job is waited for. If an attempt is retried, the new attempt's
-        output follows a note.
+        output follows a note. On a terminal, control characters the guest
+        wrote (escape sequences, carriage returns) are shown as \\xNN.
 
         Usage: \(usage)
 
         Options:
           -f, --follow      follow the output until the job ends
+          --raw             pass control characters to the terminal as they are
           --state-dir DIR   Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
         """
 
     var id: String
     var follow = false
+    var raw = false
     var stateFolder: URL
 
     static func parse(_ arguments: [String], environment: [String: String]) throws(UsageError) -> LogsCommand {
@@ -34,6 +38,7 @@ struct LogsCommand {
             }
             switch name {
             case "-f", "--follow": command.follow = true
+            case "--raw": command.raw = true
             case "--state-dir":
                 command.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
             default: throw UsageError("unknown option '\(name)'", hint: "see 'airlock logs --help'")
@@ -49,9 +54,10 @@ struct LogsCommand {
         let record = try queue.job(id)
         let folder = URL(fileURLWithPath: record.results)
         let streams = [
-            FileTail(url: folder.appendingPathComponent("stdout"), fd: STDOUT_FILENO),
-            FileTail(url: folder.appendingPathComponent("stderr"), fd: STDERR_FILENO),
+            FileTail(url: folder.appendingPathComponent("stdout"), fd: STDOUT_FILENO, raw: raw),
+            FileTail(url: folder.appendingPathComponent("stderr"), fd: STDERR_FILENO, raw: raw),
         ]
+        defer { streams.forEach { $0.finish() } }
         guard follow else {
             streams.forEach { $0.pump() }
             return 0
@@ -87,10 +93,22 @@ final class FileTail {
     let fd: Int32
     private var handle: Int32 = -1
     private var inode: ino_t = 0
+    /// Set when `fd` is a terminal and the guest's control bytes must not reach it.
+    private var filter: TerminalFilter?
 
-    init(url: URL, fd: Int32) {
+    init(url: URL, fd: Int32, raw: Bool = false) {
         self.url = url
         self.fd = fd
+        if !raw && isatty(fd) == 1 {
+            filter = TerminalFilter()
+        }
+    }
+
+    /// Writes what the filter still holds.
+    func finish() {
+        if let rest = filter?.finish(), !rest.isEmpty {
+            rest.withUnsafeBytes { Output.write($0, to: fd) }
+        }
     }
 
     deinit {
@@ -119,7 +137,14 @@ final class FileTail {
             let count = buffer.withUnsafeMutableBytes { read(handle, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { return }
-            buffer.withUnsafeBytes { Output.write(UnsafeRawBufferPointer(rebasing: $0[0..<count]), to: fd) }
+            buffer.withUnsafeBytes { bytes in
+                let chunk = UnsafeRawBufferPointer(rebasing: bytes[0..<count])
+                if filter != nil, let safe = filter?.filter(chunk) {
+                    safe.withUnsafeBytes { Output.write($0, to: fd) }
+                } else {
+                    Output.write(chunk, to: fd)
+                }
+            }
         }
     }
 }

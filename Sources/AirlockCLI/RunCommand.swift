@@ -1,6 +1,7 @@
 import Airlock
 import AirlockLog
 import Foundation
+import Synchronization
 
 /// `airlock run`: one job in one fresh guest, with live output.
 struct RunCommand {
@@ -95,9 +96,26 @@ struct RunCommand {
     /// Runs the job and renders its result. Returns the process exit code.
     func run(logger: Logger, signals: SignalRelay) throws(AirlockError) -> Int32 {
         let streaming = !json && !quiet
+        // A guest's escape sequences reach a terminal only as visible text.
+        let filters = Mutex(
+            (
+                out: isatty(STDOUT_FILENO) == 1 ? TerminalFilter() : nil,
+                err: isatty(STDERR_FILENO) == 1 ? TerminalFilter() : nil
+            ))
         let runner = JobRunner(spec: spec, logger: logger) { stream, bytes in
             guard streaming else { return }
-            Output.write(bytes, to: stream == .stdout ? STDOUT_FILENO : STDERR_FILENO)
+            let fd = stream == .stdout ? STDOUT_FILENO : STDERR_FILENO
+            let safe: [UInt8]? = filters.withLock { filters in
+                if stream == .stdout {
+                    return filters.out?.filter(bytes)
+                }
+                return filters.err?.filter(bytes)
+            }
+            if let safe {
+                safe.withUnsafeBytes { Output.write($0, to: fd) }
+            } else {
+                Output.write(bytes, to: fd)
+            }
         }
         signals.onFirst = {
             Output.note(

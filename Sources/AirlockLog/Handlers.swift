@@ -84,3 +84,47 @@ extension Terminal {
             .joined()
     }
 }
+
+/// Makes a guest's byte stream safe for a terminal as it arrives: control
+/// bytes other than newline and tab (escape sequences, carriage returns,
+/// bells) and the C1 controls U+0080 to U+009F become visible `\xNN`;
+/// everything else, invalid UTF-8 included, passes unchanged. It keeps the
+/// state a two-byte C1 character split across two chunks needs.
+public struct TerminalFilter: Sendable {
+    private var pendingC2 = false
+
+    public init() {}
+
+    public mutating func filter(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        for byte in bytes {
+            if pendingC2 {
+                pendingC2 = false
+                if (0x80...0x9f).contains(byte) {
+                    out += Self.visible(0xc2) + Self.visible(byte)
+                    continue
+                }
+                out.append(0xc2)
+            }
+            switch byte {
+            case 0x0a, 0x09: out.append(byte)
+            case 0..<0x20, 0x7f: out += Self.visible(byte)
+            case 0xc2: pendingC2 = true
+            default: out.append(byte)
+            }
+        }
+        return out
+    }
+
+    /// A byte held back at the end of the stream, written as it was.
+    public mutating func finish() -> [UInt8] {
+        defer { pendingC2 = false }
+        return pendingC2 ? [0xc2] : []
+    }
+
+    private static func visible(_ byte: UInt8) -> [UInt8] {
+        let digits = Array("0123456789abcdef".utf8)
+        return [UInt8(ascii: "\\"), UInt8(ascii: "x"), digits[Int(byte >> 4)], digits[Int(byte & 0xf)]]
+    }
+}

@@ -23,6 +23,18 @@ struct DomainSpecTests {
         try #require(try root.nodes(forXPath: path).first as? XMLElement)
     }
 
+    @Test("the metadata names the state folder, and a domain's metadata is read back")
+    func stateFolderInMetadata() {
+        var owned = spec
+        owned.stateFolder = "/var/lib/airlock"
+        #expect(owned.xml().contains(#"id="abc" state="/var/lib/airlock""#))
+        // As libvirt hands the element back: its own prefix, the same attributes.
+        let returned = #"<job xmlns="\#(DomainSpec.metadataNamespace)" id="abc" state="/var/lib/airlock"/>"#
+        #expect(DomainSpec.stateFolder(inMetadata: returned) == "/var/lib/airlock")
+        #expect(DomainSpec.stateFolder(inMetadata: #"<job id="abc"/>"#) == nil)
+        #expect(DomainSpec.stateFolder(inMetadata: "not xml") == nil)
+    }
+
     @Test("the XML carries the name, the job id in metadata and the sizes")
     func basics() throws {
         let root = try parse(spec.xml())

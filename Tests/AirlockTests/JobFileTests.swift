@@ -123,6 +123,11 @@ struct JobFileTests {
         } catch {
             #expect(error.hint?.contains("did you mean 'bootTimeout'?") == true, "\(error.hint ?? "")")
         }
+        // Typos within two edits of exactly one key.
+        #expect(JobFile.suggestion(for: "comand") == "command")
+        #expect(JobFile.suggestion(for: "timout") == "timeout")
+        #expect(JobFile.suggestion(for: "priorty") == "priority")
+        #expect(JobFile.suggestion(for: "colour") == nil)
     }
 
     @Test("a batch in JSON lines names the line of a bad job; blank and comment lines are skipped")

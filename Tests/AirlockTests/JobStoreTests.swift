@@ -51,6 +51,8 @@ struct JobStoreTests {
         #expect(try store.list().map(\.id) == ["a", "b", "c"])
         #expect(try store.list(.init(batch: "b1")).map(\.id) == ["a", "b"])
         #expect(try store.list(.init(label: ("model", "y"))).map(\.id) == ["b"])
+        // A limit keeps the most recent, still in submission order.
+        #expect(try store.list(limit: 2).map(\.id) == ["b", "c"])
         #expect(try store.list(.init(state: .queued)).count == 3)
         #expect(try store.list(.init(state: .running)).isEmpty)
         #expect(try store.record("b")?.labels == ["model": "y", "k": "v"])

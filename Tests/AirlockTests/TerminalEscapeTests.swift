@@ -18,4 +18,24 @@ struct TerminalEscapeTests {
     func invalidUTF8() {
         #expect(Terminal.escapeBytes([0x61, 0xff, 0x62]) == "a\\xffb")
     }
+
+    private func filtered(_ chunks: [[UInt8]]) -> String {
+        var filter = TerminalFilter()
+        var out: [UInt8] = []
+        for chunk in chunks {
+            out += chunk.withUnsafeBytes { filter.filter($0) }
+        }
+        out += filter.finish()
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    @Test("a stream keeps newlines, tabs and UTF-8; escapes, CR and C1 become visible, even split across chunks")
+    func streamFilter() {
+        #expect(filtered([Array("ok\tünï\n".utf8)]) == "ok\tünï\n")
+        #expect(filtered([Array("\u{1b}]0;pwned\u{07}\r".utf8)]) == "\\x1b]0;pwned\\x07\\x0d")
+        // U+009B (CSI) is C2 9B in UTF-8; a chunk boundary may fall between the two.
+        #expect(filtered([[0x61, 0xc2], [0x9b, 0x32, 0x4a]]) == "a\\xc2\\x9b2J")
+        #expect(filtered([[0xc2], [0xa9]]) == "©")
+        #expect(filtered([[0x62, 0xc2]]) == String(decoding: [0x62, 0xc2], as: UTF8.self))
+    }
 }

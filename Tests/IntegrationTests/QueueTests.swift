@@ -339,6 +339,14 @@ extension Integration {
             controller.signal(SIGKILL)
             kill(try #require(ProcessToken.pid(of: owner)), SIGKILL)
             Thread.sleep(forTimeInterval: 0.5)
+            // gc on another state folder leaves this folder's guest alone.
+            let other = try TestQueue()
+            defer { other.remove() }
+            let elsewhere = try other.airlock(["gc"])
+            #expect(elsewhere.status == 0 && !elsewhere.stdoutText.contains("airlock-\(id)"), "\(elsewhere.stdoutText)")
+            let connection = try Connection(uri: "qemu:///system")
+            defer { connection.close() }
+            #expect(try connection.allDomains().contains { $0.name == "airlock-\(id)" })
             let gc = try queue.airlock(["gc"])
             #expect(gc.status == 0, "\(gc.stderrText)")
             #expect(gc.stdoutText.contains("ended job \(id)"), "\(gc.stdoutText)")
