@@ -404,21 +404,20 @@ extension Integration {
 /// Restarts the host's libvirtd the way scripts/start-libvirtd.sh starts it.
 enum LibvirtDaemon {
     static func restart() throws {
-        let stop = Process()
-        stop.executableURL = URL(fileURLWithPath: "/bin/sh")
-        stop.arguments = [
-            "-c",
-            "pkill -x libvirtd; for i in $(seq 50); do pgrep -x libvirtd >/dev/null || exit 0; sleep 0.1; done; exit 1",
-        ]
-        try stop.run()
-        stop.waitUntilExit()
-        let start = Process()
-        start.executableURL = Harness.repository.appendingPathComponent("scripts/start-libvirtd.sh")
-        start.standardOutput = FileHandle.nullDevice
-        try start.run()
-        start.waitUntilExit()
-        guard stop.terminationStatus == 0, start.terminationStatus == 0 else {
-            Issue.record("libvirtd did not restart")
+        // Spawn, not Foundation's Process: a child of this test process would
+        // inherit its blocked SIGTERM, and a libvirtd started with it blocked
+        // could not be stopped by the next restart.
+        let stop = try Spawn.start(
+            "/bin/sh",
+            [
+                "sh", "-c",
+                "pkill -x libvirtd; for i in $(seq 50); do pgrep -x libvirtd >/dev/null || exit 0; sleep 0.1; done; exit 1",
+            ])
+        let stopped = Spawn.wait(stop)
+        let script = Harness.repository.appendingPathComponent("scripts/start-libvirtd.sh").path
+        let started = Spawn.wait(try Spawn.start(script, [script]))
+        guard stopped == 0, started == 0 else {
+            Issue.record("libvirtd did not restart (stop: \(stopped), start: \(started))")
             throw CocoaError(.executableLoad)
         }
     }
