@@ -34,6 +34,9 @@ public final class Controller: @unchecked Sendable {
         public var executable: String
         /// Workers log every step.
         public var debug = false
+        /// No job starts while the state folder's file system has less free:
+        /// results, output and the store itself are written there.
+        public var minimumFreeBytes: Int64 = 2 << 30
         public var tick: Duration = .milliseconds(250)
 
         public init(executable: String) {
@@ -51,6 +54,7 @@ public final class Controller: @unchecked Sendable {
     private var children: [pid_t: (job: String, token: String)] = [:]
     private var connection: Connection?
     private var hostDown = false
+    private var diskFull = false
     /// Jobs too big for this host that a live controller elsewhere can run.
     private var leftForOthers: Set<String> = []
 
@@ -120,7 +124,7 @@ public final class Controller: @unchecked Sendable {
                     }
                 }
             }
-            if hostIsReachable() {
+            if hostIsReachable() && diskHasRoom() {
                 claimJobs(owner: me, capacity: capacity)
             }
             _ = wakeUp.wait(
@@ -216,6 +220,28 @@ public final class Controller: @unchecked Sendable {
             endings.withLock { $0[child.token] = how }
             logger.debug("worker ended", metadata: ["job.id": child.job, "worker.pid": "\(pid)", "how": how])
         }
+    }
+
+    /// Whether the state folder's file system has `minimumFreeBytes` free;
+    /// says so once when it stops or starts having it.
+    private func diskHasRoom() -> Bool {
+        var info = statvfs()
+        guard statvfs(queue.stateFolder.path, &info) == 0 else { return true }
+        let free = Int64(info.f_bavail) * Int64(info.f_frsize)
+        let room = free >= options.minimumFreeBytes
+        if !room && !diskFull {
+            logger.warning(
+                "the state folder's disk is nearly full; no job starts until there is room",
+                metadata: [
+                    "disk.free": Sizes.format(free), "disk.minimum": Sizes.format(options.minimumFreeBytes),
+                    "state.dir": queue.stateFolder.path,
+                ])
+        } else if room && diskFull {
+            logger.notice(
+                "the state folder's disk has room again; jobs start", metadata: ["disk.free": Sizes.format(free)])
+        }
+        diskFull = !room
+        return room
     }
 
     /// Whether libvirt answers; the controller starts no job while it does not.

@@ -18,6 +18,7 @@ struct ControllerCommand {
                                    emulation more starves every guest)
           --memory-overcommit R    guest memory per byte of usable host memory (default: 1)
           --reserve-memory SIZE    host memory never given to guests (default: a tenth, at most 1G)
+          --min-free SIZE          start no job while the state folder's disk has less free (default: 2G)
           --connect URI            libvirt URI of the host (default: qemu:///system)
           --state-dir DIR          Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
           --images DIR             image catalog (default: $AIRLOCK_IMAGES, else STATE_DIR/images)
@@ -57,6 +58,9 @@ struct ControllerCommand {
                 let bytes = try ValueParser.size(
                     try reader.value(for: name, inline: option.inline), option: name, defaultUnit: 1 << 20)
                 command.options.policy.reservedMemoryMiB = Int(bytes >> 20)
+            case "--min-free":
+                command.options.minimumFreeBytes = try ValueParser.size(
+                    try reader.value(for: name, inline: option.inline), option: name, defaultUnit: 1 << 20)
             case "--connect": command.options.connectURI = try reader.value(for: name, inline: option.inline)
             case "--state-dir":
                 command.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))

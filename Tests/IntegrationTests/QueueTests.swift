@@ -356,6 +356,21 @@ extension Integration {
             try queue.expectNothingLeft()
         }
 
+        @Test("no job starts while the state folder's disk has less free than --min-free")
+        func diskFloor() throws {
+            let queue = try TestQueue()
+            defer { queue.remove() }
+            let work = try workload()
+            let id = try queue.submit(["--workload", work.path, "--", "true"])
+            let controller = try queue.controller(["--concurrency", "1", "--min-free", "1000000T"])
+            Thread.sleep(forTimeInterval: 2)
+            controller.stop()
+            #expect(try queue.store().record(id)?.state == .queued)
+            #expect(controller.log.contains("the state folder's disk is nearly full"), "\(controller.log)")
+            #expect(try queue.airlock(["cancel", id]).status == 0)
+            try queue.expectNothingLeft()
+        }
+
         // MARK: - Bad input at submit
 
         @Test("bad specs and jobs that can never fit are refused at submit, storing nothing")
