@@ -110,4 +110,16 @@ extension JobQueue {
         }
         return (target, true)
     }
+
+    /// Removes finished jobs from the store and their result folders from
+    /// the state folder, all or none (see `JobStore.remove`).
+    public func remove(_ ids: [String]) throws(AirlockError) {
+        let workloads = try store.remove(ids)
+        for id in ids {
+            try? FileManager.default.removeItem(at: resultsFolder(of: id))
+        }
+        for file in workloads where (try? store.isWorkloadInUse(file)) == false {
+            unlink(file)
+        }
+    }
 }

@@ -225,6 +225,39 @@ extension JobStore {
         }
     }
 
+    /// Deletes finished jobs with their labels and history, all or none:
+    /// when any of `ids` is unknown or not over, nothing is deleted.
+    ///
+    /// - Returns: The workload snapshots the jobs used, for the caller to release.
+    /// - Throws: `AirlockError` `.invalidArgument` naming the first job that is not over.
+    public func remove(_ ids: [String]) throws(AirlockError) -> [String] {
+        try access("remove jobs") { database in
+            try database.transaction { () throws -> [String] in
+                var workloads: Set<String> = []
+                let lookup = try database.prepare("SELECT state, workload FROM jobs WHERE id = ?")
+                for id in ids {
+                    guard let row = try lookup.rows([.text(id)]).first else {
+                        throw AirlockError(.notFound, "no job '\(id)' in the store")
+                    }
+                    let state = State(rawValue: row[0].text ?? "") ?? .queued
+                    guard state.isTerminal else {
+                        throw AirlockError(
+                            .invalidArgument, "job '\(id)' is \(state.rawValue), not finished; nothing was removed",
+                            hint: "cancel it first ('airlock cancel \(id)'), or wait for it to end")
+                    }
+                    if let file = row[1].text { workloads.insert(file) }
+                }
+                for table in ["labels", "transitions"] {
+                    let statement = try database.prepare("DELETE FROM \(table) WHERE job = ?")
+                    for id in ids { try statement.run([.text(id)]) }
+                }
+                let jobs = try database.prepare("DELETE FROM jobs WHERE id = ?")
+                for id in ids { try jobs.run([.text(id)]) }
+                return workloads.sorted()
+            }
+        }
+    }
+
     /// What a cancel request found.
     public enum CancelOutcome: Sendable, Equatable {
         /// The job was queued and is now canceled.

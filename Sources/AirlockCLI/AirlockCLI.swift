@@ -19,6 +19,7 @@ public enum AirlockCLI {
           logs        print (or follow) a job's output
           collect     copy finished results out, or wait for them
           cancel      stop queued and running jobs
+          rm          forget finished jobs and delete their result folders
 
         Upkeep:
           gc          remove guests and files left by processes that died
@@ -71,6 +72,9 @@ public enum AirlockCLI {
             let command = try CancelCommand.parse(arguments, environment: environment)
             // It reports each job itself; the store's state-change notices would repeat it.
             return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.cancel", level: .warning))
+        },
+        "rm": Command(usage: RemoveCommand.usage, help: RemoveCommand.help) { arguments, environment in
+            try RemoveCommand.parse(arguments, environment: environment).run()
         },
         "gc": Command(usage: GCCommand.usage, help: GCCommand.help) { arguments, environment in
             let command = try GCCommand.parse(arguments, environment: environment)

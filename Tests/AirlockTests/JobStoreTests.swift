@@ -247,6 +247,26 @@ struct JobStoreTests {
         #expect(try store.requeue("j", owner: "1 1", reason: "again", delay: .zero) == nil)
     }
 
+    @Test("remove deletes finished jobs with their history, all or none")
+    func remove() throws {
+        let store = try JobStore(file: ":memory:")
+        try store.submit([job("done", labels: ["k": "v"]), job("queued")])
+        _ = try store.claimNext(owner: "1 1", host: "h", capacity: roomy)
+        #expect(try store.advance("done", to: .failed, owner: "1 1", exitCode: 2))
+        do {
+            _ = try store.remove(["done", "queued"])
+            Issue.record("removed a queued job")
+        } catch {
+            #expect(error.message.contains("job 'queued' is queued, not finished; nothing was removed"))
+        }
+        #expect(try store.record("done") != nil)
+        _ = try store.remove(["done"])
+        #expect(try store.record("done") == nil)
+        #expect(try store.history("done").isEmpty)
+        #expect(try store.list(.init(label: ("k", "v"))).isEmpty)
+        #expect(try store.list().map(\.id) == ["queued"])
+    }
+
     @Test("cancel ends a queued job at once and flags a live one for its owner")
     func cancel() throws {
         let store = try JobStore(file: ":memory:")

@@ -7,7 +7,7 @@ import Testing
 @Suite("Recovery of jobs whose process died")
 struct RecoveryTests {
     /// A token no running process has.
-    private let dead = "2147483000 1"
+    private let dead = "2147483000 1 -"
 
     @Test("a job whose process died is queued again while attempts are left, else ends as lost")
     func settles() throws {
@@ -48,7 +48,10 @@ struct RecoveryTests {
     func tokens() {
         #expect(ProcessToken.isAlive(ProcessToken.current))
         #expect(!ProcessToken.isAlive(dead))
-        #expect(!ProcessToken.isAlive("\(getpid()) 1"), "same PID, other start time")
+        let fields = ProcessToken.current.split(separator: " ")
+        #expect(fields.count == 3)
+        #expect(!ProcessToken.isAlive("\(getpid()) 1 \(fields[2])"), "same PID, other start time")
+        #expect(!ProcessToken.isAlive("\(getpid()) \(fields[1]) 0000beef"), "same PID and start, other boot")
         #expect(!ProcessToken.isAlive("garbage"))
         #expect(ProcessToken.pid(of: ProcessToken.current) == getpid())
     }

@@ -303,6 +303,19 @@ extension Integration {
             ])
             #expect(collected.status == 130)
             controller.stop()
+
+            // rm forgets finished jobs and their folders, all or none.
+            let waiting = try queue.submit(["--workload", work.path, "--", "true"])
+            let refused = try queue.airlock(["rm", running, waiting])
+            #expect(refused.status == 64 && refused.stderrText.contains("is queued, not finished"))
+            #expect(try queue.store().record(running) != nil)
+            #expect(try queue.airlock(["rm", String(running.prefix(6))]).status == 64)
+            let removed = try queue.airlock(["rm", running, queued])
+            #expect(removed.status == 0 && removed.stdoutText == "removed \(running)\nremoved \(queued)\n")
+            #expect(try queue.store().record(running) == nil)
+            #expect(
+                !FileManager.default.fileExists(atPath: queue.state.appendingPathComponent("results/\(running)").path))
+            #expect(try queue.airlock(["cancel", waiting]).status == 0)
             try queue.expectNothingLeft()
         }
 
