@@ -55,8 +55,6 @@ public final class Controller: @unchecked Sendable {
     private var connection: Connection?
     private var hostDown = false
     private var diskFull = false
-    /// Jobs too big for this host that a live controller elsewhere can run.
-    private var leftForOthers: Set<String> = []
 
     public init(queue: JobQueue, options: Options, logger: Logger) {
         self.queue = queue
@@ -114,6 +112,7 @@ public final class Controller: @unchecked Sendable {
             // outside the store, and workload copies no job needs any more.
             if ContinuousClock.now - lastSweep > .seconds(60) {
                 lastSweep = ContinuousClock.now
+                rejectJobsTooBigForEveryone(owner: me, capacity: capacity)
                 // How a worker ended matters only while its job awaits recovery.
                 if let owners = try? Set(queue.store.liveJobs().map(\.owner)) {
                     endings.withLock { $0 = $0.filter { owners.contains($0.key) } }
@@ -143,13 +142,17 @@ public final class Controller: @unchecked Sendable {
     // MARK: - Claiming and starting
 
     private func claimJobs(owner: String, capacity: HostCapacity) {
-        // Asked again every tick: the controller that could run them may have gone.
-        leftForOthers = []
+        // Asked every tick: a controller with more room may have come or gone.
+        // While one is live, jobs too big for this host are left to it.
+        let others = ((try? queue.liveControllers()) ?? []).filter { $0.owner != owner }
+        let othersAreBigger = others.contains {
+            $0.capacity.vcpus > capacity.vcpus || $0.capacity.memoryMiB > capacity.memoryMiB
+        }
         while !isStopping {
             let outcome: JobStore.ClaimOutcome
             do {
                 outcome = try queue.store.claimNext(
-                    owner: owner, host: options.connectURI, capacity: capacity, leaving: leftForOthers)
+                    owner: owner, host: options.connectURI, capacity: capacity, leavingTooBig: othersAreBigger)
             } catch {
                 logger.warning("cannot claim a job", metadata: ["error": "\(error)"])
                 return
@@ -158,14 +161,6 @@ public final class Controller: @unchecked Sendable {
             case .idle, .full:
                 return
             case .neverFits(let id, let vcpus, let memory):
-                // Another live controller, on a bigger host, may run it.
-                let others = (try? queue.liveControllers()) ?? []
-                if others.contains(where: {
-                    $0.owner != owner && $0.capacity.refusal(vcpus: vcpus, memoryMiB: memory) == nil
-                }) {
-                    leftForOthers.insert(id)
-                    continue
-                }
                 let reason =
                     "the job can never run here: "
                     + (capacity.refusal(vcpus: vcpus, memoryMiB: memory) ?? "it does not fit the host")
@@ -176,6 +171,23 @@ public final class Controller: @unchecked Sendable {
                 JobEvents.log(logger, claim.id, .starting, "attempt \(claim.attempt) of \(claim.maxAttempts)")
                 start(claim, owner: owner)
             }
+        }
+    }
+
+    /// Fails queued jobs that no live controller could ever run. While a
+    /// bigger controller is live, claiming passes over jobs too big for this
+    /// one; these would otherwise wait for good.
+    private func rejectJobsTooBigForEveryone(owner: String, capacity: HostCapacity) {
+        let all = [capacity] + ((try? queue.liveControllers()) ?? []).filter { $0.owner != owner }.map(\.capacity)
+        let vcpus = all.map(\.vcpus).max() ?? capacity.vcpus
+        let memory = all.map(\.memoryMiB).max() ?? capacity.memoryMiB
+        for job in (try? queue.store.queuedLargerThan(vcpus: vcpus, memoryMiB: memory)) ?? [] {
+            let reason =
+                "the job can never run: no controller's host is big enough ("
+                + (capacity.refusal(vcpus: job.vcpus, memoryMiB: job.memoryMiB) ?? "it does not fit") + " here)"
+            try? queue.store.reject(job.id, reason: reason)
+            queue.releaseWorkload(of: job.id)
+            JobEvents.log(logger, job.id, .failed, reason)
         }
     }
 

@@ -54,10 +54,34 @@ public struct DomainSpec: Sendable, Equatable {
         guard text.hasPrefix("<"), let start = text.range(of: " state=\"") else { return nil }
         let rest = text[start.upperBound...]
         guard let end = rest.firstIndex(of: "\"") else { return nil }
-        return String(rest[..<end])
-            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
-            .replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
-            .replacingOccurrences(of: "&amp;", with: "&")
+        return decodeEntities(rest[..<end])
+    }
+
+    /// Undoes XML's escapes in an attribute value: the five named entities
+    /// and numeric character references (libxml2 writes `&#xEB;` for ë).
+    /// Nil when a reference is malformed.
+    static func decodeEntities(_ text: Substring) -> String? {
+        let named = ["quot": "\"", "apos": "'", "lt": "<", "gt": ">", "amp": "&"]
+        var out = ""
+        var rest = text
+        while let amp = rest.firstIndex(of: "&") {
+            out += rest[..<amp]
+            guard let semicolon = rest[amp...].firstIndex(of: ";") else { return nil }
+            let name = rest[rest.index(after: amp)..<semicolon]
+            if let character = named[String(name)] {
+                out += character
+            } else if name.hasPrefix("#x") || name.hasPrefix("#X"), let value = UInt32(name.dropFirst(2), radix: 16),
+                let scalar = Unicode.Scalar(value)
+            {
+                out.unicodeScalars.append(scalar)
+            } else if name.hasPrefix("#"), let value = UInt32(name.dropFirst()), let scalar = Unicode.Scalar(value) {
+                out.unicodeScalars.append(scalar)
+            } else {
+                return nil
+            }
+            rest = rest[rest.index(after: semicolon)...]
+        }
+        return out + rest
     }
 
     /// The QEMU `-netdev` value: user-mode networking, no egress, SSH on loopback.

@@ -87,7 +87,7 @@ public struct GarbageCollector: Sendable {
         }
         // Only guests made for this state folder: another folder's jobs (a
         // test's, a second installation's) have owners this one cannot see.
-        let mine = stateFolder.standardizedFileURL.path
+        let mine = stateFolder.resolvingSymlinksInPath().path
         for domain in domains {
             let name = domain.name
             guard name.hasPrefix("airlock-"),
@@ -129,7 +129,7 @@ public struct GarbageCollector: Sendable {
             let unused =
                 name.hasSuffix(".part")
                 ? age > 3600
-                : name.hasSuffix(".tar") && age > 600
+                : name.hasSuffix(".tar") && age > 3600
                     && (try? queue.store.isWorkloadInUse(file)) == false
             if unused, unlink(file) == 0 {
                 removed.append(file)

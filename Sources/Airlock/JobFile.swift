@@ -159,22 +159,39 @@ public enum JobFile {
     static let maxFileBytes: Int64 = 256 << 20
 
     private static func read(_ url: URL) throws(AirlockError) -> Data {
-        var info = stat()
-        guard stat(url.path, &info) == 0 else {
-            throw AirlockError(.invalidArgument, "file '\(url.path)' does not exist")
+        // Opened without blocking and checked by descriptor: a FIFO or device
+        // put in the file's place would block or never end.
+        let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT {
+                throw AirlockError(.invalidArgument, "file '\(url.path)' does not exist")
+            }
+            throw AirlockError(
+                .invalidArgument, "cannot read '\(url.path)'", hint: "name a readable JSON file", cause: POSIXFailure())
         }
-        // A FIFO or device would block or never end.
-        guard info.st_mode & S_IFMT == S_IFREG else {
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
             throw AirlockError(.invalidArgument, "'\(url.path)' is not a regular file", hint: "name a JSON file")
         }
-        guard Int64(info.st_size) <= maxFileBytes else {
-            throw AirlockError(
-                .invalidArgument,
-                "'\(url.path)' holds \(Sizes.format(Int64(info.st_size))), more than the 256 MiB a spec file may",
-                hint: "split the batch into several files")
+        // At most one byte past the limit is read, however the file grows meanwhile.
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while data.count <= maxFileBytes {
+            let count = buffer.withUnsafeMutableBytes {
+                Glibc.read(fd, $0.baseAddress, min($0.count, Int(maxFileBytes) + 1 - data.count))
+            }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else {
+                throw AirlockError(.invalidArgument, "cannot read '\(url.path)'", cause: POSIXFailure())
+            }
+            if count == 0 { break }
+            data.append(contentsOf: buffer[0..<count])
         }
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw AirlockError(.invalidArgument, "cannot read '\(url.path)'", hint: "name a readable JSON file")
+        guard data.count <= maxFileBytes else {
+            throw AirlockError(
+                .invalidArgument, "'\(url.path)' holds more than the 256 MiB a spec file may",
+                hint: "split the batch into several files")
         }
         return data
     }

@@ -90,7 +90,12 @@ extension JobQueue {
         }
         let partial = destination.appendingPathComponent(".\(id).partial-\(getpid())")
         do throws(AirlockError) {
-            try? FileManager.default.removeItem(at: partial)
+            // Half copies of this job that an interrupted collect left.
+            let stale = ".\(id).partial-"
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: destination.path)) ?? []
+            where name.hasPrefix(stale) {
+                FileTree.removeIfPossible(destination.appendingPathComponent(name))
+            }
             if FileManager.default.fileExists(atPath: source.path) {
                 try ResultCopy.copyFolder(source, to: partial)
             } else {
@@ -105,7 +110,7 @@ extension JobQueue {
                 throw AirlockError(.internalError, "cannot move results into '\(target.path)'", cause: POSIXFailure())
             }
         } catch {
-            try? FileManager.default.removeItem(at: partial)
+            FileTree.removeIfPossible(partial)
             throw error
         }
         return (target, true)
@@ -114,11 +119,22 @@ extension JobQueue {
     /// Removes finished jobs from the store and their result folders from
     /// the state folder, all or none (see `JobStore.remove`).
     public func remove(_ ids: [String]) throws(AirlockError) {
-        let workloads = try store.remove(ids)
+        // The folders go first: a job whose folder cannot be removed stays in
+        // the store, to be removed again. A finished job stays finished.
         for id in ids {
-            try? FileManager.default.removeItem(at: resultsFolder(of: id))
+            guard let record = try store.record(id) else {
+                throw AirlockError(.notFound, "no job '\(id)' in the store")
+            }
+            guard record.state.isTerminal else {
+                throw AirlockError(
+                    .invalidArgument, "job '\(id)' is \(record.state.rawValue), not finished; nothing was removed",
+                    hint: "cancel it first ('airlock cancel \(id)'), or wait for it to end")
+            }
         }
-        for file in workloads where (try? store.isWorkloadInUse(file)) == false {
+        for id in ids {
+            try FileTree.remove(resultsFolder(of: id))
+        }
+        for file in try store.remove(ids) where isOwnSnapshot(file) && (try? store.isWorkloadInUse(file)) == false {
             unlink(file)
         }
     }

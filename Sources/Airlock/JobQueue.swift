@@ -105,6 +105,11 @@ public struct JobQueue: Sendable {
                 job.workload = spec.workloadSnapshot?.file
                 jobs.append(job)
             }
+            // gc leaves snapshots alone for an hour after their last change:
+            // however long the copies took, the jobs are stored within it.
+            for snapshot in snapshots.values {
+                utimes(snapshot.file, nil)
+            }
             try store.submit(jobs)
         } catch {
             for snapshot in snapshots.values {
@@ -169,7 +174,16 @@ public struct JobQueue: Sendable {
 
     /// Removes the workload snapshot of a job once no unfinished job uses it.
     func releaseWorkload(of id: String) {
-        guard let file = try? store.workload(of: id), (try? store.isWorkloadInUse(file)) == false else { return }
+        guard let file = try? store.workload(of: id), isOwnSnapshot(file), (try? store.isWorkloadInUse(file)) == false
+        else { return }
         unlink(file)
+    }
+
+    /// Whether `file` is one of this state folder's workload copies: the
+    /// only files Airlock deletes because the store names them.
+    func isOwnSnapshot(_ file: String) -> Bool {
+        let folder = WorkloadSnapshot.folder(in: stateFolder).resolvingSymlinksInPath().path
+        let parent = URL(fileURLWithPath: file).deletingLastPathComponent().resolvingSymlinksInPath().path
+        return parent == folder && file.hasSuffix(".tar")
     }
 }

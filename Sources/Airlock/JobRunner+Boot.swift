@@ -97,7 +97,7 @@ extension JobRunner {
                 name: name, jobID: jobID, accelerator: accelerator, vcpus: self.spec.vcpus,
                 memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL.path, initrd: image.initrdURL.path,
                 cmdline: image.cmdline + " airlock.lifetime=\(lifetimeSeconds)", keysFile: keysFile.path, sshPort: port)
-            spec.stateFolder = self.spec.stateFolder.standardizedFileURL.path
+            spec.stateFolder = self.spec.stateFolder.resolvingSymlinksInPath().path
             let domain: Domain
             do {
                 shared.withLock { $0.domain = name }

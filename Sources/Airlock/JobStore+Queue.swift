@@ -37,8 +37,10 @@ extension JobStore {
     /// `capacity.concurrency` jobs, and their vCPUs and memory within
     /// `capacity`. A job that does not fit now waits (and holds back the ones
     /// behind it, so that big jobs are not starved by small ones).
+    /// With `leavingTooBig`, jobs bigger than the whole capacity are passed
+    /// over, left for a controller with more room, instead of reported.
     public func claimNext(
-        owner: String, host: String, capacity: HostCapacity, leaving: Set<String> = []
+        owner: String, host: String, capacity: HostCapacity, leavingTooBig: Bool = false
     ) throws(AirlockError) -> ClaimOutcome {
         let now = Self.now
         return try access("claim a job") { database in
@@ -54,9 +56,9 @@ extension JobStore {
                 let usedVCPUs = live.reduce(0) { $0 + Int($1[2].integer ?? 0) }
                 let usedMemory = live.reduce(0) { $0 + Int($1[3].integer ?? 0) }
                 // Jobs left to controllers with more room are not candidates here.
-                let notLeft =
-                    leaving.isEmpty ? "" : " AND id NOT IN (\(leaving.map { _ in "?" }.joined(separator: ", ")))"
-                let left = leaving.sorted().map { SQLiteValue.text($0) }
+                let notLeft = leavingTooBig ? " AND vcpus <= ? AND memory_mib <= ?" : ""
+                let left: [SQLiteValue] =
+                    leavingTooBig ? [.integer(Int64(capacity.vcpus)), .integer(Int64(capacity.memoryMiB))] : []
                 guard
                     let top = try database.prepare(
                         "SELECT max(priority) FROM jobs WHERE state = 'queued' AND not_before <= ?" + notLeft
@@ -205,6 +207,19 @@ extension JobStore {
                 ).run([.real(notBefore), .real(now), .text(reason), .text(id)])
                 try Self.recordTransition(database, id, .queued, now, reason)
                 return .queued
+            }
+        }
+    }
+
+    /// Queued jobs that ask for more vCPUs or memory than `vcpus` and `memoryMiB`.
+    public func queuedLargerThan(vcpus: Int, memoryMiB: Int) throws(AirlockError) -> [(
+        id: String, vcpus: Int, memoryMiB: Int
+    )] {
+        try access("find jobs too big for every host") { database in
+            try database.prepare(
+                "SELECT id, vcpus, memory_mib FROM jobs WHERE state = 'queued' AND (vcpus > ? OR memory_mib > ?)"
+            ).rows([.integer(Int64(vcpus)), .integer(Int64(memoryMiB))]).map {
+                ($0[0].text ?? "", Int($0[1].integer ?? 0), Int($0[2].integer ?? 0))
             }
         }
     }

@@ -26,13 +26,15 @@ public enum ProcessToken {
     /// every process of an earlier boot.
     public static func isAlive(_ token: String) -> Bool {
         guard let pid = pid(of: token) else { return false }
-        return of(pid) == token
+        // Tokens of earlier versions, without the boot, name this boot's processes.
+        let known = token.split(separator: " ").count == 2 ? token + " \(boot)" : token
+        return of(pid) == known
     }
 
     /// The PID part of a token.
     public static func pid(of token: String) -> Int32? {
         let fields = token.split(separator: " ")
-        guard fields.count == 3, let pid = Int32(fields[0]), pid > 0 else { return nil }
+        guard fields.count == 2 || fields.count == 3, let pid = Int32(fields[0]), pid > 0 else { return nil }
         return pid
     }
 

@@ -82,7 +82,7 @@ public struct Recovery: Sendable {
         // 2. Its files: the run folder (keys), and the partial results.
         let runFolder = JobOwner.runFolder(in: queue.stateFolder).appendingPathComponent(job.id)
         try? FileManager.default.removeItem(at: runFolder)
-        try? FileManager.default.removeItem(at: queue.resultsFolder(of: job.id))
+        FileTree.removeIfPossible(queue.resultsFolder(of: job.id))
 
         // 3. Again, or the end.
         let reason = "the process running attempt \(job.attempts) \(how) while the job was \(job.state.rawValue)"

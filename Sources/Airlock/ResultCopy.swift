@@ -69,7 +69,7 @@ enum ResultCopy {
     }
 
     /// The entry names of an open folder, sorted.
-    private static func names(in folder: Int32, path: String) throws(AirlockError) -> [String] {
+    static func names(in folder: Int32, path: String) throws(AirlockError) -> [String] {
         // fdopendir takes the descriptor over: give it a copy.
         let copy = dup(folder)
         guard copy >= 0, let stream = fdopendir(copy) else {
@@ -126,6 +126,57 @@ enum ResultCopy {
         // A file that ends in a hole gets its length from the truncate.
         guard ftruncate(output, length) == 0 else {
             throw AirlockError(.internalError, "cannot write a copy of '\(path)'", cause: POSIXFailure())
+        }
+    }
+}
+
+/// Removing a folder tree that a guest shaped: relative to open folders,
+/// so that a tree deeper than a path can name still goes, and links are
+/// removed, never followed.
+public enum FileTree {
+    /// Removes `folder` and everything below it; a missing folder is fine.
+    ///
+    /// - Throws: `AirlockError` `.internalError` naming what could not be removed.
+    public static func remove(_ folder: URL) throws(AirlockError) {
+        let path = folder.standardizedFileURL.path
+        let parent = open(folder.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard parent >= 0 else {
+            if errno == ENOENT { return }
+            throw AirlockError(.internalError, "cannot open the folder holding '\(path)'", cause: POSIXFailure())
+        }
+        defer { close(parent) }
+        try removeEntry(folder.lastPathComponent, in: parent, path: path)
+    }
+
+    /// Removes `folder`, logging nothing and throwing nothing: for clean-up
+    /// paths that go on either way. Returns whether it is gone.
+    @discardableResult
+    public static func removeIfPossible(_ folder: URL) -> Bool {
+        (try? remove(folder)) != nil
+    }
+
+    private static func removeEntry(_ name: String, in parent: Int32, path: String) throws(AirlockError) {
+        var info = stat()
+        guard fstatat(parent, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
+            if errno == ENOENT { return }
+            throw AirlockError(.internalError, "cannot read '\(path)'", cause: POSIXFailure())
+        }
+        if info.st_mode & S_IFMT == S_IFDIR {
+            let folder = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard folder >= 0 else {
+                throw AirlockError(.internalError, "cannot open '\(path)'", cause: POSIXFailure())
+            }
+            defer { close(folder) }
+            for entry in try ResultCopy.names(in: folder, path: path) {
+                try removeEntry(entry, in: folder, path: path + "/" + entry)
+            }
+            guard unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno == ENOENT else {
+                throw AirlockError(.internalError, "cannot remove '\(path)'", cause: POSIXFailure())
+            }
+        } else {
+            guard unlinkat(parent, name, 0) == 0 || errno == ENOENT else {
+                throw AirlockError(.internalError, "cannot remove '\(path)'", cause: POSIXFailure())
+            }
         }
     }
 }

@@ -45,7 +45,7 @@ public struct Worker: Sendable {
         // Derived, not read from the store: the store names no folder root removes.
         let results = queue.resultsFolder(of: id)
         // A previous attempt's partial results make way for this one.
-        try? FileManager.default.removeItem(at: results)
+        FileTree.removeIfPossible(results)
 
         if cancelRequested {
             var result = JobResult(jobID: id, state: .canceled, image: "", host: base.connectURI, startedAt: Date())
@@ -60,14 +60,11 @@ public struct Worker: Sendable {
         do throws(AirlockError) {
             spec = try StoredSpec.decode(claim.spec, job: id).spec(base: base)
             // The workload comes from the state folder's own copies, never from elsewhere.
-            if let snapshot = spec.workloadSnapshot {
-                let folder = WorkloadSnapshot.folder(in: queue.stateFolder).standardizedFileURL.path
-                guard URL(fileURLWithPath: snapshot.file).deletingLastPathComponent().standardizedFileURL.path == folder
-                else {
-                    throw AirlockError(
-                        .internalError, "the stored workload of job '\(id)' is not in '\(folder)'",
-                        hint: "submit the job again")
-                }
+            if let snapshot = spec.workloadSnapshot, !queue.isOwnSnapshot(snapshot.file) {
+                throw AirlockError(
+                    .internalError,
+                    "the stored workload of job '\(id)' is not in '\(WorkloadSnapshot.folder(in: queue.stateFolder).path)'",
+                    hint: "submit the job again")
             }
         } catch {
             let result = failure(error, claim: claim)
@@ -120,7 +117,7 @@ public struct Worker: Sendable {
         if retry {
             let reason = "attempt \(claim.attempt) failed: \(result.reason ?? "infrastructure failure"); queued again"
             // The next attempt starts from an empty result folder.
-            try? FileManager.default.removeItem(at: results)
+            FileTree.removeIfPossible(results)
             switch try? store.requeue(id, owner: me, reason: reason, delay: Recovery.backOff(after: claim.attempt)) {
             case .queued:
                 JobEvents.log(logger, id, .queued, reason)

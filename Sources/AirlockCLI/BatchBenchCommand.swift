@@ -87,8 +87,14 @@ struct BatchBenchCommand {
                 .invalidArgument, "workload folder '\(workload.path)' does not exist",
                 hint: "run from the repository folder, or pass --workload PATH/examples/hello")
         }
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-bench-\(getpid())")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        // A fresh folder of its own (mkdtemp, mode 0700), never one found in place.
+        var template = Array(
+            FileManager.default.temporaryDirectory.appendingPathComponent("airlock-bench-XXXXXX").path.utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw AirlockError(
+                .internalError, "cannot create a scratch folder in '\(FileManager.default.temporaryDirectory.path)'")
+        }
+        let scratch = URL(fileURLWithPath: String(cString: made))
         let bench = BenchProcesses(
             scratch: scratch,
             images: imagesFolder ?? stateFolder.appendingPathComponent("images"),

@@ -66,8 +66,9 @@ struct CollectCommand {
         } else {
             ids = [try queue.store.resolve(id ?? "")]
         }
-        // A copy in progress is finished (or, on a second signal, removed):
-        // --out never keeps half a result folder.
+        // A copy in progress is finished first. A second signal leaves at
+        // once; the half copy it leaves is hidden (.ID.partial-PID) and
+        // removed by the next collect of that job.
         let interrupted = Mutex(false)
         let out = self.out
         signals.onFirst = {
@@ -75,11 +76,7 @@ struct CollectCommand {
             interrupted.withLock { $0 = true }
         }
         signals.onSecond = {
-            let partial = ".partial-\(getpid())"
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? []
-            where name.hasSuffix(partial) {
-                try? FileManager.default.removeItem(at: out.appendingPathComponent(name))
-            }
+            Output.note("airlock: a half-copied folder may be left in '\(out.path)'; collecting again removes it")
         }
 
         var pending = ids

@@ -129,6 +129,12 @@ struct RunCommand {
             }
         }
         let result = try runner.run()
+        if streaming {
+            // A character the stream ended in the middle of, made visible.
+            let (out, err) = filters.withLock { ($0.out?.finish() ?? [], $0.err?.finish() ?? []) }
+            out.withUnsafeBytes { Output.write($0, to: STDOUT_FILENO) }
+            err.withUnsafeBytes { Output.write($0, to: STDERR_FILENO) }
+        }
         if json {
             Output.write(ResultRendering.json(result), to: STDOUT_FILENO)
         } else {

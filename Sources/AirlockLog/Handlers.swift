@@ -85,13 +85,16 @@ extension Terminal {
     }
 }
 
-/// Makes a guest's byte stream safe for a terminal as it arrives: control
-/// bytes other than newline and tab (escape sequences, carriage returns,
-/// bells) and the C1 controls U+0080 to U+009F become visible `\xNN`;
-/// everything else, invalid UTF-8 included, passes unchanged. It keeps the
-/// state a two-byte C1 character split across two chunks needs.
+/// Makes a guest's byte stream safe for a terminal as it arrives: valid
+/// UTF-8 text passes, newlines and tabs included; every other control
+/// character (C0 such as ESC and CR, DEL, and the C1 controls U+0080 to
+/// U+009F) and every byte that is not part of valid UTF-8 (raw 8-bit C1,
+/// overlong forms, surrogates, stray continuation bytes) becomes a visible
+/// `\xNN`. It keeps the state a character split across chunks needs.
 public struct TerminalFilter: Sendable {
-    private var pendingC2 = false
+    /// The bytes of a character begun but not finished, and how many it needs.
+    private var pending: [UInt8] = []
+    private var needed = 0
 
     public init() {}
 
@@ -99,28 +102,67 @@ public struct TerminalFilter: Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         for byte in bytes {
-            if pendingC2 {
-                pendingC2 = false
-                if (0x80...0x9f).contains(byte) {
-                    out += Self.visible(0xc2) + Self.visible(byte)
-                    continue
-                }
-                out.append(0xc2)
-            }
-            switch byte {
-            case 0x0a, 0x09: out.append(byte)
-            case 0..<0x20, 0x7f: out += Self.visible(byte)
-            case 0xc2: pendingC2 = true
-            default: out.append(byte)
-            }
+            take(byte, into: &out)
         }
         return out
     }
 
-    /// A byte held back at the end of the stream, written as it was.
+    /// What an unfinished character left at the end of the stream, made visible.
     public mutating func finish() -> [UInt8] {
-        defer { pendingC2 = false }
-        return pendingC2 ? [0xc2] : []
+        var out: [UInt8] = []
+        for byte in pending { out += Self.visible(byte) }
+        pending = []
+        needed = 0
+        return out
+    }
+
+    private mutating func take(_ byte: UInt8, into out: inout [UInt8]) {
+        if !pending.isEmpty {
+            if continues(byte) {
+                pending.append(byte)
+                if pending.count == needed {
+                    // U+0080 to U+009F are C2 80 to C2 9F.
+                    if pending[0] == 0xc2 && pending[1] <= 0x9f {
+                        for part in pending { out += Self.visible(part) }
+                    } else {
+                        out += pending
+                    }
+                    pending = []
+                }
+                return
+            }
+            for part in pending { out += Self.visible(part) }
+            pending = []
+        }
+        switch byte {
+        case 0x0a, 0x09: out.append(byte)
+        case 0..<0x20, 0x7f: out += Self.visible(byte)
+        case 0x20..<0x7f: out.append(byte)
+        case 0xc2...0xdf: start(byte, needing: 2)
+        case 0xe0...0xef: start(byte, needing: 3)
+        case 0xf0...0xf4: start(byte, needing: 4)
+        default: out += Self.visible(byte)
+        }
+    }
+
+    private mutating func start(_ byte: UInt8, needing count: Int) {
+        pending = [byte]
+        needed = count
+    }
+
+    /// Whether `byte` may come next in the pending character: a continuation
+    /// byte, within the narrower ranges that rule out overlong forms,
+    /// surrogates and code points above U+10FFFF.
+    private func continues(_ byte: UInt8) -> Bool {
+        guard (0x80...0xbf).contains(byte) else { return false }
+        guard pending.count == 1 else { return true }
+        switch pending[0] {
+        case 0xe0: return byte >= 0xa0
+        case 0xed: return byte <= 0x9f
+        case 0xf0: return byte >= 0x90
+        case 0xf4: return byte <= 0x8f
+        default: return true
+        }
     }
 
     private static func visible(_ byte: UInt8) -> [UInt8] {

@@ -33,6 +33,10 @@ struct DomainSpecTests {
         #expect(DomainSpec.stateFolder(inMetadata: returned) == "/var/lib/airlock")
         #expect(DomainSpec.stateFolder(inMetadata: #"<job id="abc"/>"#) == nil)
         #expect(DomainSpec.stateFolder(inMetadata: "not xml") == nil)
+        // libxml2 writes characters outside ASCII, and some inside, as references.
+        let escaped = #"<job id="abc" state="/home/zo&#xEB;/a&amp;b&#9;c"/>"#
+        #expect(DomainSpec.stateFolder(inMetadata: escaped) == "/home/zoë/a&b\tc")
+        #expect(DomainSpec.stateFolder(inMetadata: #"<job state="/x&#xZZ;"/>"#) == nil)
     }
 
     @Test("the XML carries the name, the job id in metadata and the sizes")

@@ -115,6 +115,20 @@ struct JobFileTests {
         }
     }
 
+    @Test("a spec file must be a regular file: a FIFO is refused without blocking")
+    func fifoRefused() throws {
+        let root = try folder([:])
+        defer { try? FileManager.default.removeItem(at: root) }
+        let fifo = root.appendingPathComponent("job.json")
+        #expect(mkfifo(fifo.path, 0o600) == 0)
+        do {
+            _ = try JobFile.load(fifo, defaults: defaults)
+            Issue.record("read a FIFO")
+        } catch {
+            #expect(error.message.contains("is not a regular file"), "\(error.message)")
+        }
+    }
+
     @Test("an unknown key suggests the known one it resembles")
     func suggestion() {
         do {

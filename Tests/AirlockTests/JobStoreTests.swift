@@ -153,13 +153,15 @@ struct JobStoreTests {
                 == .neverFits(id: "huge", vcpus: 32, memoryMiB: 1024))
         guard
             case .claimed(let claim) = try store.claimNext(
-                owner: "1 1", host: "test:///default", capacity: small, leaving: ["huge"])
+                owner: "1 1", host: "test:///default", capacity: small, leavingTooBig: true)
         else {
             Issue.record("the small job was not claimed")
             return
         }
         #expect(claim.id == "small")
         #expect(try store.record("huge")?.state == .queued)
+        #expect(try store.queuedLargerThan(vcpus: 16, memoryMiB: 8192).map(\.id) == ["huge"])
+        #expect(try store.queuedLargerThan(vcpus: 32, memoryMiB: 8192).isEmpty)
     }
 
     @Test("a job bigger than the whole capacity is reported, not waited for")

@@ -52,6 +52,7 @@ struct RecoveryTests {
         #expect(fields.count == 3)
         #expect(!ProcessToken.isAlive("\(getpid()) 1 \(fields[2])"), "same PID, other start time")
         #expect(!ProcessToken.isAlive("\(getpid()) \(fields[1]) 0000beef"), "same PID and start, other boot")
+        #expect(ProcessToken.isAlive("\(getpid()) \(fields[1])"), "a token of an earlier version, without the boot")
         #expect(!ProcessToken.isAlive("garbage"))
         #expect(ProcessToken.pid(of: ProcessToken.current) == getpid())
     }

@@ -57,6 +57,28 @@ struct ResultCopyTests {
         let target = root.appendingPathComponent("copy")
         try ResultCopy.copyFolder(source, to: target)
         #expect(readDeep(in: target, name: name, depth: 20) == "bottom\n")
+
+        // FileManager cannot remove such a tree; FileTree can.
+        #expect(throws: (any Error).self) { try FileManager.default.removeItem(at: target) }
+        try FileTree.remove(target)
+        #expect(!FileManager.default.fileExists(atPath: target.path))
+        try FileTree.remove(target)
+    }
+
+    @Test("removing a tree removes links, not what they point to")
+    func removeKeepsLinkTargets() throws {
+        let root = try scratch()
+        defer { deepRemove(root) }
+        let outside = root.appendingPathComponent("outside")
+        try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
+        try Data("keep".utf8).write(to: outside.appendingPathComponent("file"))
+        let tree = root.appendingPathComponent("tree/out")
+        try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: tree.appendingPathComponent("link").path, withDestinationPath: outside.path)
+        try FileTree.remove(root.appendingPathComponent("tree"))
+        #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("tree").path))
+        #expect(try String(contentsOf: outside.appendingPathComponent("file"), encoding: .utf8) == "keep")
     }
 
     @Test("links are not followed or copied; result.json temporaries only skipped at the top")

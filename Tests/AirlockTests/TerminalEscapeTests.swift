@@ -36,6 +36,15 @@ struct TerminalEscapeTests {
         // U+009B (CSI) is C2 9B in UTF-8; a chunk boundary may fall between the two.
         #expect(filtered([[0x61, 0xc2], [0x9b, 0x32, 0x4a]]) == "a\\xc2\\x9b2J")
         #expect(filtered([[0xc2], [0xa9]]) == "©")
-        #expect(filtered([[0x62, 0xc2]]) == String(decoding: [0x62, 0xc2], as: UTF8.self))
+        #expect(filtered([[0xe2, 0x9c], [0x93]]) == "✓")
+        #expect(filtered([Array("😀".utf8)]) == "😀")
+        // Not UTF-8: a lone 8-bit CSI or OSC, overlong forms, a surrogate, a stray continuation, a cut-off end.
+        #expect(filtered([[0x9b, 0x32, 0x4a]]) == "\\x9b2J")
+        #expect(filtered([[0x9d, 0x35, 0x32, 0x9c]]) == "\\x9d52\\x9c")
+        #expect(filtered([[0xc0, 0x9b]]) == "\\xc0\\x9b")
+        #expect(filtered([[0xe0, 0x82, 0x9b]]) == "\\xe0\\x82\\x9b")
+        #expect(filtered([[0xed, 0xa0, 0x80]]) == "\\xed\\xa0\\x80")
+        #expect(filtered([[0x62, 0xc2]]) == "b\\xc2")
+        #expect(filtered([[0xe2, 0x9c, 0x41]]) == "\\xe2\\x9cA")
     }
 }
