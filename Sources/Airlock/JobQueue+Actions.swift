@@ -71,7 +71,7 @@ extension JobQueue {
                 .invalidState, "job '\(id)' is \(record.state.rawValue), not finished",
                 hint: "wait for it with 'airlock collect \(id) --wait'")
         }
-        let source = URL(fileURLWithPath: record.results)
+        let source = resultsFolder(of: id)
         let target = destination.appendingPathComponent(id)
         let sourceResult = FileManager.default.contents(atPath: source.appendingPathComponent(JobResultFile.name).path)
         if FileManager.default.fileExists(atPath: target.path) {

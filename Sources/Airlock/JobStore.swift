@@ -22,7 +22,7 @@ public final class JobStore: @unchecked Sendable {
     private let lock = Mutex(())
 
     /// The schema this code reads and writes.
-    static let schemaVersion: Int64 = 2
+    static let schemaVersion: Int64 = 3
 
     /// A job's life: queued, then starting, running, collecting, then one terminal state.
     public enum State: String, Sendable, CaseIterable, Codable {
@@ -159,6 +159,7 @@ public final class JobStore: @unchecked Sendable {
             reason TEXT
         );
         CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, seq);
+        CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
         CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch, seq);
         CREATE INDEX IF NOT EXISTS jobs_group ON jobs (grp, state);
         CREATE INDEX IF NOT EXISTS jobs_workload ON jobs (workload, state);
@@ -184,7 +185,7 @@ public final class JobStore: @unchecked Sendable {
             memory_mib INTEGER NOT NULL,
             started REAL NOT NULL
         );
-        PRAGMA user_version = 2;
+        PRAGMA user_version = 3;
         """
 
     /// Runs `body` on the connection under the lock, turning SQLite's errors

@@ -95,6 +95,8 @@ struct BatchBenchCommand {
                 .internalError, "cannot create a scratch folder in '\(FileManager.default.temporaryDirectory.path)'")
         }
         let scratch = URL(fileURLWithPath: String(cString: made))
+        // QEMU, running as its own user, passes through to each job's key file.
+        _ = chmod(scratch.path, 0o711)
         let bench = BenchProcesses(
             scratch: scratch,
             images: imagesFolder ?? stateFolder.appendingPathComponent("images"),

@@ -17,39 +17,20 @@ struct CancelCommand {
           --state-dir DIR   Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
         """
 
-    var ids: [String] = []
-    var batch: String?
-    var stateFolder: URL
+    var selection: JobSelection
 
     static func parse(_ arguments: [String], environment: [String: String]) throws(UsageError) -> CancelCommand {
-        var command = CancelCommand(stateFolder: Defaults.stateFolder(environment))
-        var reader = ArgumentReader(arguments)
-        while let option = reader.next() {
-            guard let name = option.name else {
-                command.ids.append(option.word)
-                continue
-            }
-            switch name {
-            case "--batch": command.batch = try reader.value(for: name, inline: option.inline)
-            case "--state-dir":
-                command.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
-            default: throw UsageError("unknown option '\(name)'", hint: "see 'airlock cancel --help'")
-            }
-        }
-        guard command.ids.isEmpty != (command.batch == nil) else {
-            throw UsageError("name job ids or one --batch", hint: "'airlock ls' lists jobs and their batches")
-        }
-        return command
+        CancelCommand(selection: try JobSelection.parse(arguments, environment: environment, command: "cancel"))
     }
 
     func run(logger: Logger) throws(AirlockError) -> Int32 {
-        let queue = try JobQueue(stateFolder: stateFolder)
+        let queue = try JobQueue(stateFolder: selection.stateFolder)
         var ids: [String] = []
-        if let batch {
+        if let batch = selection.batch {
             ids = try queue.store.states(ofBatch: batch).filter { !$0.state.isTerminal }.map(\.id)
             guard !(try queue.batch(batch)).isEmpty else { return 0 }
         } else {
-            for id in self.ids {
+            for id in selection.ids {
                 ids.append(try queue.store.resolve(id))
             }
         }

@@ -18,44 +18,25 @@ struct RemoveCommand {
           --state-dir DIR   Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
         """
 
-    var ids: [String] = []
-    var batch: String?
-    var stateFolder: URL
+    var selection: JobSelection
 
     static func parse(_ arguments: [String], environment: [String: String]) throws(UsageError) -> RemoveCommand {
-        var command = RemoveCommand(stateFolder: Defaults.stateFolder(environment))
-        var reader = ArgumentReader(arguments)
-        while let option = reader.next() {
-            guard let name = option.name else {
-                command.ids.append(option.word)
-                continue
-            }
-            switch name {
-            case "--batch": command.batch = try reader.value(for: name, inline: option.inline)
-            case "--state-dir":
-                command.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
-            default: throw UsageError("unknown option '\(name)'", hint: "see 'airlock rm --help'")
-            }
-        }
-        guard command.ids.isEmpty != (command.batch == nil) else {
-            throw UsageError("name job ids or one --batch", hint: "'airlock ls' lists jobs and their batches")
-        }
-        return command
+        RemoveCommand(selection: try JobSelection.parse(arguments, environment: environment, command: "rm"))
     }
 
     func run() throws(AirlockError) -> Int32 {
         // Whole ids only: a prefix that names one job today may name another later.
-        if let short = ids.first(where: { $0.count != 12 }) {
+        if let short = selection.ids.first(where: { $0.count != 12 }) {
             throw AirlockError(
                 .invalidArgument, "'\(short)' is not a whole job id",
                 hint: "rm takes whole ids, as 'airlock ls' shows them")
         }
-        let queue = try JobQueue(stateFolder: stateFolder)
+        let queue = try JobQueue(stateFolder: selection.stateFolder)
         var ids: [String] = []
-        if let batch {
+        if let batch = selection.batch {
             ids = try queue.batch(batch)
         } else {
-            for id in self.ids {
+            for id in selection.ids {
                 ids.append(try queue.store.resolve(id))
             }
         }

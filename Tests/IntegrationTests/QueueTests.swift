@@ -384,6 +384,23 @@ extension Integration {
             try queue.expectNothingLeft()
         }
 
+        @Test("bench batch runs both ways, prints its figures and leaves nothing behind")
+        func benchBatch() throws {
+            let before = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())
+                .filter { $0.hasPrefix("airlock-bench-") }
+            let outcome = try Harness.invoke(
+                ["bench", "batch", "--jobs", "1", "--concurrency", "1", "--backlog", "20"],
+                results: FileManager.default.temporaryDirectory)
+            #expect(outcome.status == 0, "\(outcome.stderrText)")
+            #expect(outcome.stdoutText.contains("concurrency 1"), "\(outcome.stdoutText)")
+            #expect(outcome.stdoutText.contains("controller peak RSS"))
+            #expect(outcome.stdoutText.contains("scale, 20 queued jobs"))
+            let after = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())
+                .filter { $0.hasPrefix("airlock-bench-") }
+            #expect(after == before, "scratch left behind: \(after)")
+            try Harness.expectNothingLeft()
+        }
+
         // MARK: - Bad input at submit
 
         @Test("bad specs and jobs that can never fit are refused at submit, storing nothing")
