@@ -10,4 +10,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 swift format lint --strict -r Sources Tests Package.swift
 swift build --build-tests
+
+# Every scratch file of the tests (result folders, test images, state
+# folders) goes under one folder, removed when the run ends. QEMU runs as
+# its own user and must pass through it to the test images: 0711.
+TMPDIR=$(mktemp -d /tmp/airlock-tests.XXXXXX)
+export TMPDIR
+chmod 711 "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
+trap 'exit 130' INT TERM
 swift test --skip-build "$@"
