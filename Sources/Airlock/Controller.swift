@@ -112,7 +112,7 @@ public final class Controller: @unchecked Sendable {
             // outside the store, and workload copies no job needs any more.
             if ContinuousClock.now - lastSweep > .seconds(60) {
                 lastSweep = ContinuousClock.now
-                rejectJobsTooBigForEveryone(owner: me, capacity: capacity)
+                rejectJobsTooBigForEveryone(capacity: capacity)
                 // How a worker ended matters only while its job awaits recovery.
                 if let owners = try? Set(queue.store.liveJobs().map(\.owner)) {
                     endings.withLock { $0 = $0.filter { owners.contains($0.key) } }
@@ -126,12 +126,7 @@ public final class Controller: @unchecked Sendable {
             if hostIsReachable() && diskHasRoom() {
                 claimJobs(owner: me, capacity: capacity)
             }
-            _ = wakeUp.wait(
-                timeout: .now()
-                    + .milliseconds(
-                        Int(
-                            options.tick.components.seconds * 1000
-                                + options.tick.components.attoseconds / 1_000_000_000_000_000)))
+            _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(options.tick.inMilliseconds)))
         }
         reapWorkers()
         connection?.close()
@@ -142,17 +137,14 @@ public final class Controller: @unchecked Sendable {
     // MARK: - Claiming and starting
 
     private func claimJobs(owner: String, capacity: HostCapacity) {
-        // Asked every tick: a controller with more room may have come or gone.
-        // While one is live, jobs too big for this host are left to it.
-        let others = ((try? queue.liveControllers()) ?? []).filter { $0.owner != owner }
-        let othersAreBigger = others.contains {
-            $0.capacity.vcpus > capacity.vcpus || $0.capacity.memoryMiB > capacity.memoryMiB
-        }
+        // Jobs too big for this host are left to a live controller with more
+        // room, if there is one; asked only when such a job comes up.
+        var leavingTooBig = false
         while !isStopping {
             let outcome: JobStore.ClaimOutcome
             do {
                 outcome = try queue.store.claimNext(
-                    owner: owner, host: options.connectURI, capacity: capacity, leavingTooBig: othersAreBigger)
+                    owner: owner, host: options.connectURI, capacity: capacity, leavingTooBig: leavingTooBig)
             } catch {
                 logger.warning("cannot claim a job", metadata: ["error": "\(error)"])
                 return
@@ -161,12 +153,16 @@ public final class Controller: @unchecked Sendable {
             case .idle, .full:
                 return
             case .neverFits(let id, let vcpus, let memory):
-                let reason =
-                    "the job can never run here: "
-                    + (capacity.refusal(vcpus: vcpus, memoryMiB: memory) ?? "it does not fit the host")
-                try? queue.store.reject(id, reason: reason)
-                queue.releaseWorkload(of: id)
-                JobEvents.log(logger, id, .failed, reason)
+                if let largest = try? queue.schedulingCapacity(policy: options.policy),
+                    largest.vcpus > capacity.vcpus || largest.memoryMiB > capacity.memoryMiB
+                {
+                    leavingTooBig = true
+                    continue
+                }
+                fail(
+                    id,
+                    reason: "the job can never run here: "
+                        + (capacity.refusal(vcpus: vcpus, memoryMiB: memory) ?? "it does not fit the host"))
             case .claimed(let claim):
                 JobEvents.log(logger, claim.id, .starting, "attempt \(claim.attempt) of \(claim.maxAttempts)")
                 start(claim, owner: owner)
@@ -177,18 +173,23 @@ public final class Controller: @unchecked Sendable {
     /// Fails queued jobs that no live controller could ever run. While a
     /// bigger controller is live, claiming passes over jobs too big for this
     /// one; these would otherwise wait for good.
-    private func rejectJobsTooBigForEveryone(owner: String, capacity: HostCapacity) {
-        let all = [capacity] + ((try? queue.liveControllers()) ?? []).filter { $0.owner != owner }.map(\.capacity)
-        let vcpus = all.map(\.vcpus).max() ?? capacity.vcpus
-        let memory = all.map(\.memoryMiB).max() ?? capacity.memoryMiB
-        for job in (try? queue.store.queuedLargerThan(vcpus: vcpus, memoryMiB: memory)) ?? [] {
-            let reason =
-                "the job can never run: no controller's host is big enough ("
-                + (capacity.refusal(vcpus: job.vcpus, memoryMiB: job.memoryMiB) ?? "it does not fit") + " here)"
-            try? queue.store.reject(job.id, reason: reason)
-            queue.releaseWorkload(of: job.id)
-            JobEvents.log(logger, job.id, .failed, reason)
+    private func rejectJobsTooBigForEveryone(capacity: HostCapacity) {
+        // The live controllers include this one.
+        let largest = (try? queue.schedulingCapacity(policy: options.policy)) ?? capacity
+        let jobs = (try? queue.store.queuedLargerThan(vcpus: largest.vcpus, memoryMiB: largest.memoryMiB)) ?? []
+        for job in jobs {
+            fail(
+                job.id,
+                reason: "the job can never run: no controller's host is big enough ("
+                    + (capacity.refusal(vcpus: job.vcpus, memoryMiB: job.memoryMiB) ?? "it does not fit") + " here)")
         }
+    }
+
+    /// Ends a queued job that can never run, saying why.
+    private func fail(_ id: String, reason: String) {
+        try? queue.store.reject(id, reason: reason)
+        queue.releaseWorkload(of: id)
+        JobEvents.log(logger, id, .failed, reason)
     }
 
     /// Starts the worker for a claimed job, in a process group of its own so
@@ -221,14 +222,7 @@ public final class Controller: @unchecked Sendable {
             let reaped = waitpid(pid, &status, WNOHANG)
             guard reaped == pid || (reaped < 0 && errno == ECHILD) else { continue }
             children[pid] = nil
-            let how: String
-            if reaped < 0 {
-                how = "ended"
-            } else if status & 0x7f == 0 {
-                how = "exited with status \((status >> 8) & 0xff)"
-            } else {
-                how = "was killed by signal \(status & 0x7f)"
-            }
+            let how = reaped < 0 ? "ended" : Spawn.Ending(status: status).description
             endings.withLock { $0[child.token] = how }
             logger.debug("worker ended", metadata: ["job.id": child.job, "worker.pid": "\(pid)", "how": how])
         }

@@ -52,8 +52,7 @@ public struct FloorBoot: Sendable {
         let deadline = start + timeout
         try waitForLine(ConsoleWatcher.readyLine, on: console.fileHandleForReading.fileDescriptor, deadline: deadline)
         try readBanner(port: port, deadline: deadline)
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return (ContinuousClock.now - start).inSeconds
     }
 
     private func waitForLine(_ line: String, on fd: Int32, deadline: ContinuousClock.Instant) throws {

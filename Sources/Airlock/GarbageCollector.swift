@@ -44,10 +44,7 @@ public struct GarbageCollector: Sendable {
         var report = Report()
 
         // Stored jobs first: Recovery destroys their guests and settles them in the store.
-        var queue: JobQueue?
-        if FileManager.default.fileExists(atPath: JobStore.file(in: stateFolder).path) {
-            queue = try JobQueue(stateFolder: stateFolder)
-        }
+        let queue = try existingQueue()
         if let queue {
             let recovered = try Recovery(queue: queue, logger: logger).run()
             report.requeued = recovered.requeued
@@ -68,11 +65,13 @@ public struct GarbageCollector: Sendable {
     public func sweep() throws(AirlockError) -> Report {
         let connection = try Connection.airlock(uri: connectURI)
         defer { connection.close() }
-        var queue: JobQueue?
-        if FileManager.default.fileExists(atPath: JobStore.file(in: stateFolder).path) {
-            queue = try JobQueue(stateFolder: stateFolder)
-        }
-        return sweep(connection, queue: queue)
+        return sweep(connection, queue: try existingQueue())
+    }
+
+    /// The state folder's job queue, when it has a store; gc never creates one.
+    private func existingQueue() throws(AirlockError) -> JobQueue? {
+        guard FileManager.default.fileExists(atPath: JobStore.file(in: stateFolder).path) else { return nil }
+        return try JobQueue(stateFolder: stateFolder)
     }
 
     private func sweep(_ connection: Connection, queue: JobQueue?) -> Report {

@@ -281,9 +281,7 @@ public final class JobRunner: @unchecked Sendable {
     // MARK: - Helpers
 
     func seconds(since start: ContinuousClock.Instant) -> Double {
-        let elapsed = ContinuousClock.now - start
-        let (whole, fraction) = elapsed.components
-        return ((Double(whole) + Double(fraction) / 1e18) * 1000).rounded() / 1000
+        ((ContinuousClock.now - start).inSeconds * 1000).rounded() / 1000
     }
 
     /// Twelve random lowercase hex digits.

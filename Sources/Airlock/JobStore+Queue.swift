@@ -11,7 +11,6 @@ extension JobStore {
         /// 1 for the first attempt.
         public var attempt: Int
         public var maxAttempts: Int
-        public var results: String
     }
 
     /// What `claimNext` found.
@@ -102,14 +101,13 @@ extension JobStore {
                     WHERE seq = ? AND state = 'queued'
                     """
                 ).run([.text(owner), .text(host), .real(now), .integer(seq)])
-                let row = try database.prepare("SELECT spec, attempts, max_attempts, results FROM jobs WHERE seq = ?")
+                let row = try database.prepare("SELECT spec, attempts, max_attempts FROM jobs WHERE seq = ?")
                     .rows([.integer(seq)])[0]
                 let attempt = Int(row[1].integer ?? 1)
                 try Self.recordTransition(database, id, .starting, now, "attempt \(attempt) on \(host)")
                 return .claimed(
                     Claim(
-                        id: id, spec: row[0].text ?? "", attempt: attempt, maxAttempts: Int(row[2].integer ?? 1),
-                        results: row[3].text ?? ""))
+                        id: id, spec: row[0].text ?? "", attempt: attempt, maxAttempts: Int(row[2].integer ?? 1)))
             }
         }
     }
@@ -127,12 +125,12 @@ extension JobStore {
                 ).run([.text(to), .real(Self.now), .text(id), .text(from)])
                 guard database.changes == 1 else { return nil }
                 let row = try database.prepare(
-                    "SELECT spec, attempts, max_attempts, results, cancel_requested FROM jobs WHERE id = ?"
+                    "SELECT spec, attempts, max_attempts, cancel_requested FROM jobs WHERE id = ?"
                 ).rows([.text(id)])[0]
                 let claim = Claim(
                     id: id, spec: row[0].text ?? "", attempt: Int(row[1].integer ?? 1),
-                    maxAttempts: Int(row[2].integer ?? 1), results: row[3].text ?? "")
-                return (claim, (row[4].integer ?? 0) != 0)
+                    maxAttempts: Int(row[2].integer ?? 1))
+                return (claim, (row[3].integer ?? 0) != 0)
             }
         }
     }
@@ -187,7 +185,7 @@ extension JobStore {
     @discardableResult
     public func requeue(_ id: String, owner: String, reason: String, delay: Duration) throws(AirlockError) -> State? {
         let now = Self.now
-        let notBefore = now + Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+        let notBefore = now + delay.inSeconds
         return try access("requeue job '\(id)'") { database in
             try database.transaction { () throws -> State? in
                 let held = try database.prepare(
@@ -327,7 +325,6 @@ extension JobStore {
         public var attempts: Int
         public var maxAttempts: Int
         public var cancelRequested: Bool
-        public var results: String
     }
 
     /// Every job in state starting, running or collecting.
@@ -335,15 +332,14 @@ extension JobStore {
         try access("list live jobs") { database in
             try database.prepare(
                 """
-                SELECT id, state, owner, attempts, max_attempts, cancel_requested, results
+                SELECT id, state, owner, attempts, max_attempts, cancel_requested
                 FROM jobs WHERE state IN \(State.liveSQL) ORDER BY seq
                 """
             ).rows().map { row in
                 LiveJob(
                     id: row[0].text ?? "", state: row[1].text.flatMap(State.init(rawValue:)) ?? .running,
                     owner: row[2].text ?? "", attempts: Int(row[3].integer ?? 0),
-                    maxAttempts: Int(row[4].integer ?? 1), cancelRequested: (row[5].integer ?? 0) != 0,
-                    results: row[6].text ?? "")
+                    maxAttempts: Int(row[4].integer ?? 1), cancelRequested: (row[5].integer ?? 0) != 0)
             }
         }
     }

@@ -75,18 +75,40 @@ public enum Spawn {
     public static func wait(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return exitCode(status)
+        return Ending(status: status).exitCode
     }
 
     /// The child's exit status if it has ended (and is now reaped), else nil.
     public static func poll(_ pid: pid_t) -> Int32? {
         var status: Int32 = 0
-        return waitpid(pid, &status, WNOHANG) == pid ? exitCode(status) : nil
+        return waitpid(pid, &status, WNOHANG) == pid ? Ending(status: status).exitCode : nil
     }
 
-    private static func exitCode(_ status: Int32) -> Int32 {
-        let signal = status & 0x7f
-        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    /// How a reaped child ended, from its `waitpid` status.
+    public enum Ending: Sendable, Equatable, CustomStringConvertible {
+        case exited(Int32)
+        case killed(signal: Int32)
+
+        public init(status: Int32) {
+            let signal = status & 0x7f
+            self = signal == 0 ? .exited((status >> 8) & 0xff) : .killed(signal: signal)
+        }
+
+        /// As a shell reports it: the exit status, or 128 + the signal.
+        public var exitCode: Int32 {
+            switch self {
+            case .exited(let code): return code
+            case .killed(let signal): return 128 + signal
+            }
+        }
+
+        /// "exited with status 3", "was killed by signal 9".
+        public var description: String {
+            switch self {
+            case .exited(let code): return "exited with status \(code)"
+            case .killed(let signal): return "was killed by signal \(signal)"
+            }
+        }
     }
 
     /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later),

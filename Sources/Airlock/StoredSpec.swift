@@ -28,10 +28,10 @@ struct StoredSpec: Codable, Equatable {
         snapshot = spec.workloadSnapshot
         command = spec.command
         environment = spec.environment.map { [$0.0, $0.1] }
-        timeoutMilliseconds = Self.milliseconds(spec.timeout)
-        bootTimeoutMilliseconds = Self.milliseconds(spec.bootTimeout)
+        timeoutMilliseconds = spec.timeout.inMilliseconds
+        bootTimeoutMilliseconds = spec.bootTimeout.inMilliseconds
         tcgTimeoutFactor = spec.tcgTimeoutFactor
-        transferTimeoutMilliseconds = Self.milliseconds(spec.transferTimeout)
+        transferTimeoutMilliseconds = spec.transferTimeout.inMilliseconds
         vcpus = spec.vcpus
         memoryMiB = spec.memoryMiB
         collectPath = spec.collectPath
@@ -99,10 +99,5 @@ struct StoredSpec: Codable, Equatable {
                 .internalError, "the stored spec of job '\(job)' cannot be read",
                 cause: ManifestError(description: "\(error)"))
         }
-    }
-
-    private static func milliseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 }

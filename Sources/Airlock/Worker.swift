@@ -68,6 +68,7 @@ public struct Worker: Sendable {
             }
         } catch {
             let result = failure(error, claim: claim)
+            JobResultFile.write(result, to: results)
             finish(result, claim: claim, owner: me)
             return result
         }
@@ -138,7 +139,8 @@ public struct Worker: Sendable {
         return result
     }
 
-    /// A result for an attempt that failed before it made anything.
+    /// A result for an attempt that failed before it made anything; the
+    /// caller writes it, unless the attempt is retried.
     private func failure(_ error: AirlockError, claim: JobStore.Claim) -> JobResult {
         var result = JobResult(jobID: claim.id, state: .failed, image: "", host: base.connectURI, startedAt: Date())
         result.attempt = claim.attempt
@@ -146,15 +148,13 @@ public struct Worker: Sendable {
         result.errorCode = error.code.description
         result.hint = error.hint
         result.finishedAt = Date()
-        JobResultFile.write(result, to: queue.resultsFolder(of: claim.id))
         return result
     }
 
-    /// Records the job's end and lets go of its workload snapshot.
-    /// Records the job's end. The result folder is complete by now: the
-    /// store is retried for up to ten minutes (a large submit may hold it),
-    /// since a job whose end is not recorded is taken for one whose worker
-    /// died, and run again.
+    /// Records the job's end and lets go of its workload snapshot. The
+    /// result folder is complete by now: the store is retried for up to ten
+    /// minutes (a large submit may hold it), since a job whose end is not
+    /// recorded is taken for one whose worker died, and run again.
     private func finish(_ result: JobResult, claim: JobStore.Claim, owner: String) {
         let state = JobStore.State(rawValue: result.state.rawValue) ?? .failed
         let deadline = ContinuousClock.now + .seconds(600)

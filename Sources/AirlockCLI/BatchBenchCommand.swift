@@ -239,7 +239,7 @@ private final class BenchProcesses: @unchecked Sendable {
         let started = ContinuousClock.now
         let status = finish(try start(arguments, state: folder, output: output))
         if interrupted { throw Interrupted() }
-        return (status, (ContinuousClock.now - started).seconds)
+        return (status, (ContinuousClock.now - started).inSeconds)
     }
 
     // MARK: - Throughput
@@ -270,7 +270,7 @@ private final class BenchProcesses: @unchecked Sendable {
             }
             running.removeAll { $0.hasEnded }
         }
-        return Double(jobs) / (ContinuousClock.now - started).seconds * 60
+        return Double(jobs) / (ContinuousClock.now - started).inSeconds * 60
     }
 
     struct QueuedRound {
@@ -311,7 +311,7 @@ private final class BenchProcesses: @unchecked Sendable {
             Thread.sleep(forTimeInterval: 0.05)
             if interrupted { throw Interrupted() }
         }
-        let elapsed = (ContinuousClock.now - started).seconds
+        let elapsed = (ContinuousClock.now - started).inSeconds
         let controllerPeak = MemoryFigure.peakMiB(of: controller.pid) ?? .nan
         kill(controller.pid, SIGTERM)
         _ = finish(controller)
@@ -443,11 +443,5 @@ enum MemoryFigure {
             return kib.map { $0 / 1024 }
         }
         return nil
-    }
-}
-
-extension Duration {
-    fileprivate var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }
