@@ -54,6 +54,13 @@ struct ArgumentReader {
 
     /// The words left before `--`.
     var rest: [String] { Array(remaining) }
+
+    /// Takes `word` as the one bare argument a command accepts (a job id);
+    /// a second one is an error.
+    static func single(_ word: String, into slot: inout String?) throws(UsageError) {
+        guard slot == nil else { throw UsageError("unexpected argument '\(word)'") }
+        slot = word
+    }
 }
 
 /// Parsers for option values. The units themselves are Airlock's (`Durations`,

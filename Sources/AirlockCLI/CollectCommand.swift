@@ -39,8 +39,7 @@ struct CollectCommand {
         var reader = ArgumentReader(arguments)
         while let option = reader.next() {
             guard let name = option.name else {
-                guard command.id == nil else { throw UsageError("unexpected argument '\(option.word)'") }
-                command.id = option.word
+                try ArgumentReader.single(option.word, into: &command.id)
                 continue
             }
             switch name {

@@ -32,8 +32,7 @@ struct LogsCommand {
         var id: String?
         while let option = reader.next() {
             guard let name = option.name else {
-                guard id == nil else { throw UsageError("unexpected argument '\(option.word)'") }
-                id = option.word
+                try ArgumentReader.single(option.word, into: &id)
                 continue
             }
             switch name {

@@ -40,9 +40,7 @@ struct RunCommand {
     static func parse(_ arguments: [String], environment: [String: String]) throws(UsageError) -> RunCommand {
         let (file, arguments) = try SpecOptions.extractFile(arguments)
         var reader = ArgumentReader(arguments)
-        let defaults = JobSpec(
-            image: "tiny", workload: URL(fileURLWithPath: "."), command: [],
-            stateFolder: Defaults.stateFolder(environment))
+        let defaults = SpecOptions.defaults(environment)
         var request = try SpecOptions.start(
             file: file, arguments: arguments, defaults: defaults, trailing: reader.trailing)
         var command = RunCommand(spec: request.spec, file: file)

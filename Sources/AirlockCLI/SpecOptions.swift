@@ -22,6 +22,13 @@ enum SpecOptions {
           --accel MODE          auto, kvm or tcg (default: auto)
         """
 
+    /// What a job is before its file and options say more.
+    static func defaults(_ environment: [String: String]) -> JobSpec {
+        JobSpec(
+            image: "tiny", workload: URL(fileURLWithPath: "."), command: [],
+            stateFolder: Defaults.stateFolder(environment))
+    }
+
     /// The arguments with `-f FILE` taken out, and the file.
     static func extractFile(_ arguments: [String]) throws(UsageError) -> (file: String?, rest: [String]) {
         let (file, rest) = try extract(["-f", "--file"], from: arguments)

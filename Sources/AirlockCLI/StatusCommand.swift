@@ -27,8 +27,7 @@ struct StatusCommand {
         var id: String?
         while let option = reader.next() {
             guard let name = option.name else {
-                guard id == nil else { throw UsageError("unexpected argument '\(option.word)'") }
-                id = option.word
+                try ArgumentReader.single(option.word, into: &id)
                 continue
             }
             switch name {

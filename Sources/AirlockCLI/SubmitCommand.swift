@@ -43,9 +43,7 @@ struct SubmitCommand {
             throw UsageError("give either -f FILE or --batch FILE, not both")
         }
         var reader = ArgumentReader(arguments)
-        let defaults = JobSpec(
-            image: "tiny", workload: URL(fileURLWithPath: "."), command: [],
-            stateFolder: Defaults.stateFolder(environment))
+        let defaults = SpecOptions.defaults(environment)
         var request = try SpecOptions.start(
             file: file, arguments: arguments, defaults: defaults, trailing: reader.trailing)
         var command = SubmitCommand(

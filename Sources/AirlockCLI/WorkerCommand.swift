@@ -22,8 +22,7 @@ struct WorkerCommand {
         var command = WorkerCommand(jobID: "", claimant: "", stateFolder: Defaults.stateFolder(environment))
         while let option = reader.next() {
             guard let name = option.name else {
-                guard id == nil else { throw UsageError("unexpected argument '\(option.word)'") }
-                id = option.word
+                try ArgumentReader.single(option.word, into: &id)
                 continue
             }
             switch name {
