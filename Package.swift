@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "SQLite", dependencies: ["CSQLite"]),
 
         .target(name: "AirlockLog"),
-        .target(name: "Airlock", dependencies: ["Libvirt", "SSH", "Archive", "SQLite", "AirlockLog"]),
+        .target(name: "Airlock", dependencies: ["Libvirt", "SSH", "Archive", "SQLite", "AirlockLog", "CCrypto"]),
         .target(name: "AirlockCLI", dependencies: ["Airlock", "AirlockLog"]),
         .executableTarget(name: "airlock", dependencies: ["AirlockCLI"]),
 

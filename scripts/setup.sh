@@ -1,7 +1,7 @@
 #!/bin/sh
 # One command from a fresh Debian 12 machine to a finished Airlock job:
 # installs the packages, starts libvirtd if it is not running, builds the
-# tiny guest image and the airlock CLI, then runs examples/hello.
+# airlock CLI and the tiny and debian guest images, then runs examples/hello.
 #
 #   sudo scripts/setup.sh            # everything, then the example job
 #   sudo scripts/setup.sh --no-run   # everything but the example job
@@ -26,7 +26,8 @@ fi
 #    image recipe unpacks. Installing only when something is missing keeps
 #    re-runs fast.
 packages="libvirt-daemon-system libvirt-dev libssh2-1-dev libarchive-dev libssl-dev libsqlite3-dev pkg-config
-    qemu-system-x86 qemu-utils cpio tini openssh-server openssh-client iproute2 procps kmod"
+    qemu-system-x86 qemu-utils cpio tini openssh-server openssh-client iproute2 procps kmod
+    debootstrap e2fsprogs syslinux syslinux-common mtools dosfstools fdisk"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -47,22 +48,18 @@ fi
 #    init, about 1.5 s per guest).
 "$repo/scripts/start-libvirtd.sh"
 
-# 3. The tiny guest image, rebuilt only when its recipe changed.
-image="$state/images/tiny"
-want=$(cat "$repo/images/tiny/build.sh" "$repo/images/tiny/init" | sha256sum | cut -d' ' -f1)
-have=$(sed -n 's/.*"recipeHash": "sha256:\([0-9a-f]*\)".*/\1/p' "$image/manifest.json" 2>/dev/null || true)
-if [ "$want" != "$have" ]; then
-    say "building the tiny image in $image"
-    "$repo/images/tiny/build.sh" "$image"
-else
-    say "tiny image is up to date"
-fi
-
-# 4. The CLI.
+# 3. The CLI.
 say "building airlock"
 (cd "$repo" && swift build -c release --product airlock)
 ln -sf "$repo/.build/release/airlock" /usr/local/bin/airlock
 say "installed /usr/local/bin/airlock"
+
+# 4. The guest images: tiny (RAM root, seconds to build) and debian (a
+#    Debian 12 root disk with python3 and git, a few minutes the first
+#    time). Each build is skipped while its recipe is unchanged.
+for image in tiny debian; do
+    AIRLOCK_STATE_DIR="$state" airlock image build "$image" --recipes "$repo/images"
+done
 
 # 5. The example job.
 if [ "$run_example" -eq 1 ]; then

@@ -14,6 +14,7 @@ final class ConsoleWatcher: @unchecked Sendable {
         var ended = false
         var guestMessages: [String] = []
         var kernelFailure: String?
+        var seedFailure: String?
         var tail: [UInt8] = []
         var partialLine: [UInt8] = []
     }
@@ -66,6 +67,10 @@ final class ConsoleWatcher: @unchecked Sendable {
     /// The first line in which the guest kernel reported a panic or an oops.
     var kernelFailure: String? { state.withLock { $0.kernelFailure } }
 
+    /// The first line in which cloud-init said it could not use the job's
+    /// seed: the guest will never take the job's keys, so waiting is futile.
+    var seedFailure: String? { state.withLock { $0.seedFailure } }
+
     /// The last lines of the console, each escaped: the guest wrote them,
     /// and they end up in messages, logs and result.json.
     func tail(lines: Int = 20) -> String {
@@ -79,9 +84,9 @@ final class ConsoleWatcher: @unchecked Sendable {
     /// or `shouldStop` says so. Returns whether the guest is ready.
     func waitUntilReady(deadline: ContinuousClock.Instant, shouldStop: () -> Bool) -> Bool {
         while true {
-            let (ready, ended) = state.withLock { ($0.ready, $0.ended) }
+            let (ready, ended, futile) = state.withLock { ($0.ready, $0.ended, $0.seedFailure != nil) }
             if ready { return true }
-            if ended || shouldStop() || ContinuousClock.now >= deadline { return false }
+            if ended || futile || shouldStop() || ContinuousClock.now >= deadline { return false }
             _ = changed.wait(timeout: .now() + .milliseconds(50))
         }
     }
@@ -119,6 +124,12 @@ final class ConsoleWatcher: @unchecked Sendable {
                             line.contains("Kernel panic") || line.contains("Oops:") || line.contains("BUG:")
                         {
                             state.kernelFailure = Terminal.escape(String(line.prefix(300)))
+                        }
+                        if state.seedFailure == nil,
+                            line.contains("not a valid seed") || line.contains("Used fallback datasource")
+                        {
+                            state.seedFailure = Terminal.escape(String(line.prefix(300)))
+                            becameReady = true
                         }
                         if let range = line.range(of: "airlock: ") {
                             let message = String(line[range.lowerBound...])

@@ -8,8 +8,9 @@ import Foundation
 ///
 /// `xml()` renders the libvirt domain XML. The guest gets one user-mode NIC
 /// (QEMU's `restrict=on`: no egress, host included) whose SSH port is
-/// forwarded to 127.0.0.1 only, a serial console, a virtio RNG and nothing
-/// else: no disks shared with the host, no guest agent, no graphics, no USB.
+/// forwarded to 127.0.0.1 only, a serial console, a virtio RNG, the job's
+/// own disks (an overlay on a read-only base, a seed) and nothing else: no
+/// folders shared with the host, no guest agent, no graphics, no USB.
 public struct DomainSpec: Sendable, Equatable {
     /// libvirt's XML namespace for Airlock's `<metadata>` element.
     public static let metadataNamespace = "https://airlock.invalid/xmlns/job/1"
@@ -19,11 +20,14 @@ public struct DomainSpec: Sendable, Equatable {
     public var accelerator: Accelerator
     public var vcpus: Int
     public var memoryMiB: Int
-    public var kernel: String
-    public var initrd: String
-    public var cmdline: String
+    /// Direct kernel boot when set; else the firmware boots the first disk.
+    public var kernel: String?
+    public var initrd: String?
+    public var cmdline: String?
     /// The host file handed to the guest as fw_cfg `opt/airlock/keys`.
-    public var keysFile: String
+    public var keysFile: String?
+    /// The guest's disks, in order: vda, vdb, ...
+    public var disks: [Disk] = []
     /// The host port on 127.0.0.1 forwarded to the guest's port 22.
     public var sshPort: Int
     /// The state folder of the process that made the guest, recorded in the
@@ -32,8 +36,8 @@ public struct DomainSpec: Sendable, Equatable {
     public var stateFolder: String?
 
     public init(
-        name: String, jobID: String, accelerator: Accelerator, vcpus: Int, memoryMiB: Int, kernel: String,
-        initrd: String, cmdline: String, keysFile: String, sshPort: Int
+        name: String, jobID: String, accelerator: Accelerator, vcpus: Int, memoryMiB: Int, kernel: String?,
+        initrd: String?, cmdline: String?, keysFile: String?, sshPort: Int
     ) {
         self.name = name
         self.jobID = jobID
@@ -45,6 +49,25 @@ public struct DomainSpec: Sendable, Equatable {
         self.cmdline = cmdline
         self.keysFile = keysFile
         self.sshPort = sshPort
+    }
+
+    /// One virtio disk of the guest.
+    public struct Disk: Sendable, Equatable {
+        /// The host file.
+        public var path: String
+        /// `qcow2` or `raw`.
+        public var format: String
+        /// The read-only base of a qcow2 overlay. QEMU reads it as its own
+        /// user; libvirt leaves its owner and mode alone (it is shared).
+        public var backingPath: String?
+        public var readOnly = false
+
+        public init(path: String, format: String, backingPath: String? = nil, readOnly: Bool = false) {
+            self.path = path
+            self.format = format
+            self.backingPath = backingPath
+            self.readOnly = readOnly
+        }
     }
 
     /// The state folder named in a domain's Airlock metadata, or nil when it names none.
@@ -115,15 +138,23 @@ public struct DomainSpec: Sendable, Equatable {
         domain.addChild(element("memory", String(memoryMiB), ["unit": "MiB"]))
         domain.addChild(element("vcpu", String(vcpus)))
 
-        let sysinfo = element("sysinfo", nil, ["type": "fwcfg"])
-        sysinfo.addChild(element("entry", nil, ["name": "opt/airlock/keys", "file": keysFile]))
-        domain.addChild(sysinfo)
+        if let keysFile {
+            let sysinfo = element("sysinfo", nil, ["type": "fwcfg"])
+            sysinfo.addChild(element("entry", nil, ["name": "opt/airlock/keys", "file": keysFile]))
+            domain.addChild(sysinfo)
+        }
 
         let os = XMLElement(name: "os")
         os.addChild(element("type", "hvm", ["arch": "x86_64", "machine": "q35"]))
-        os.addChild(element("kernel", kernel))
-        os.addChild(element("initrd", initrd))
-        os.addChild(element("cmdline", cmdline))
+        if let kernel {
+            os.addChild(element("kernel", kernel))
+            if let initrd {
+                os.addChild(element("initrd", initrd))
+            }
+            if let cmdline {
+                os.addChild(element("cmdline", cmdline))
+            }
+        }
         domain.addChild(os)
 
         let features = XMLElement(name: "features")
@@ -147,6 +178,9 @@ public struct DomainSpec: Sendable, Equatable {
         rng.addChild(
             element("address", nil, ["type": "pci", "domain": "0", "bus": "0", "slot": "0x11", "function": "0"]))
         devices.addChild(rng)
+        for (index, disk) in disks.enumerated() {
+            devices.addChild(diskElement(disk, index: index))
+        }
         devices.addChild(element("controller", nil, ["type": "usb", "model": "none"]))
         devices.addChild(element("memballoon", nil, ["model": "none"]))
         domain.addChild(devices)
@@ -161,6 +195,39 @@ public struct DomainSpec: Sendable, Equatable {
 
         let document = XMLDocument(rootElement: domain)
         return document.xmlString(options: [.nodePrettyPrint])
+    }
+
+    /// A virtio disk on the root bus (slots 0x12 on), the first one booted
+    /// by the firmware when there is no kernel to boot directly.
+    private func diskElement(_ disk: Disk, index: Int) -> XMLElement {
+        let node = element("disk", nil, ["type": "file", "device": "disk"])
+        node.addChild(element("driver", nil, ["name": "qemu", "type": disk.format]))
+        node.addChild(element("source", nil, ["file": disk.path]))
+        if let backing = disk.backingPath {
+            let store = element("backingStore", nil, ["type": "file"])
+            store.addChild(element("format", nil, ["type": "qcow2"]))
+            let source = element("source", nil, ["file": backing])
+            source.addChild(element("seclabel", nil, ["model": "dac", "relabel": "no"]))
+            store.addChild(source)
+            store.addChild(XMLElement(name: "backingStore"))
+            node.addChild(store)
+        }
+        let letter = String(UnicodeScalar(UInt8(ascii: "a") + UInt8(index)))
+        node.addChild(element("target", nil, ["dev": "vd" + letter, "bus": "virtio"]))
+        if disk.readOnly {
+            node.addChild(XMLElement(name: "readonly"))
+        }
+        if index == 0 && kernel == nil {
+            node.addChild(element("boot", nil, ["order": "1"]))
+        }
+        node.addChild(
+            element(
+                "address", nil,
+                [
+                    "type": "pci", "domain": "0", "bus": "0", "slot": String(format: "0x%02x", 0x12 + index),
+                    "function": "0",
+                ]))
+        return node
     }
 
     private func element(_ name: String, _ text: String?, _ attributes: [String: String] = [:]) -> XMLElement {

@@ -1,8 +1,8 @@
 import Foundation
 
 /// The floor a job's start-up is measured against: QEMU started by hand (no
-/// libvirt, no Airlock) on the same kernel, initramfs and devices, timed
-/// until the guest's SSH banner arrives on the forwarded port.
+/// libvirt, no Airlock) on the same kernel, initramfs, disks and devices,
+/// timed until the guest's SSH banner arrives on the forwarded port.
 public struct FloorBoot: Sendable {
     public let image: Image
     public let accelerator: Accelerator
@@ -17,27 +17,60 @@ public struct FloorBoot: Sendable {
     }
 
     /// Boots once and returns the seconds from spawning QEMU to the SSH banner.
-    public func measure(timeout: Duration = .seconds(120)) throws -> Double {
-        let keys = workFolder.appendingPathComponent("floor-keys-\(getpid())")
-        try GuestKeys.generate().write(to: keys)
-        defer { try? FileManager.default.removeItem(at: keys) }
-
+    ///
+    /// A disk image boots from a qcow2 overlay made with qemu-img (its base
+    /// is never written); a cloud image gets the same seed a job gets.
+    public func measure(timeout: Duration = .seconds(300)) throws -> Double {
+        let scratch = workFolder.appendingPathComponent("floor-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        _ = chmod(scratch.path, 0o711)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let keys = try GuestKeys.generate()
         let port = try PortAllocator.freeLoopbackPort()
         let spec = DomainSpec(
             name: "floor", jobID: "floor", accelerator: accelerator, vcpus: 1, memoryMiB: memoryMiB,
-            kernel: image.kernelURL.path, initrd: image.initrdURL.path, cmdline: image.cmdline,
-            keysFile: keys.path, sshPort: port)
+            kernel: nil, initrd: nil, cmdline: nil, keysFile: nil, sshPort: port)
+        var arguments = [
+            "-machine", "q35,accel=\(accelerator.rawValue)", "-m", "\(memoryMiB)", "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+            "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device",
+            "virtio-rng-pci,rng=rng0,bus=pcie.0,addr=0x11",
+            "-netdev", spec.netdev, "-device", spec.nicDevice,
+        ]
+        if accelerator == .kvm {
+            arguments += ["-cpu", "host"]
+        }
+        if let kernel = image.kernelURL, let initrd = image.initrdURL, let cmdline = image.cmdline {
+            arguments += ["-kernel", kernel.path, "-initrd", initrd.path, "-append", cmdline]
+        }
+        var disks: [(path: String, format: String, readOnly: Bool)] = []
+        if let base = image.diskURL {
+            let overlay = scratch.appendingPathComponent("disk.qcow2")
+            try QEMUImage.createOverlay(overlay, base: base)
+            disks.append((overlay.path, "qcow2", false))
+        }
+        switch image.keyInjection {
+        case .fwcfg:
+            let file = scratch.appendingPathComponent("keys")
+            try keys.write(to: file)
+            arguments += ["-fw_cfg", "name=opt/airlock/keys,file=\(file.path)"]
+        case .cloudInit:
+            let seed = scratch.appendingPathComponent("seed.iso")
+            try CloudInitSeed(jobID: "floor\(port)", keys: keys, lifetimeSeconds: 900).write(to: seed)
+            disks.append((seed.path, "raw", true))
+        }
+        for (index, disk) in disks.enumerated() {
+            arguments += [
+                "-drive",
+                "file=\(disk.path),if=none,id=disk\(index),format=\(disk.format)\(disk.readOnly ? ",readonly=on" : "")",
+                "-device",
+                String(format: "virtio-blk-pci,drive=disk%d,bus=pcie.0,addr=0x%02x", index, 0x12 + index)
+                    + (index == 0 && image.kernel == nil ? ",bootindex=1" : ""),
+            ]
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
-        process.arguments =
-            [
-                "-machine", "q35,accel=\(accelerator.rawValue)", "-m", "\(memoryMiB)", "-smp", "1",
-                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-                "-kernel", image.kernelURL.path, "-initrd", image.initrdURL.path, "-append", image.cmdline,
-                "-fw_cfg", "name=opt/airlock/keys,file=\(keys.path)",
-                "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
-                "-netdev", spec.netdev, "-device", spec.nicDevice,
-            ] + (accelerator == .kvm ? ["-cpu", "host"] : [])
+        process.arguments = arguments
         let console = Pipe()
         process.standardOutput = console
         process.standardError = FileHandle.nullDevice

@@ -5,8 +5,8 @@ import Libvirt
 /// Finds what jobs left behind when the process running them died (SIGKILL,
 /// a crash, a power cut) and removes it: stored jobs whose process is gone
 /// (through `Recovery`: requeued or ended), Airlock domains whose owner is
-/// gone, job folders with no live owner, and workload snapshots no
-/// unfinished job uses.
+/// gone, job folders with no live owner and the disk overlays they name,
+/// and workload snapshots no unfinished job uses.
 ///
 /// Each job folder holds an `owner` file (the PID and start time of the
 /// process running the job); a domain is Airlock's when its `<metadata>`
@@ -26,6 +26,8 @@ public struct GarbageCollector: Sendable {
     public struct Report: Sendable, Equatable {
         public var domains: [String] = []
         public var folders: [String] = []
+        /// Job disk overlays removed.
+        public var disks: [String] = []
         /// Stored jobs whose process died, put back in the queue.
         public var requeued: [String] = []
         /// Stored jobs whose process died, ended as lost or canceled.
@@ -54,6 +56,7 @@ public struct GarbageCollector: Sendable {
         let swept = sweep(connection, queue: queue)
         report.domains += swept.domains
         report.folders = swept.folders
+        report.disks = swept.disks
         report.snapshots = swept.snapshots
         return report
     }
@@ -106,6 +109,9 @@ public struct GarbageCollector: Sendable {
         for jobID in folders.sorted() {
             let folder = runFolder.appendingPathComponent(jobID)
             guard !JobOwner.isAlive(in: folder) else { continue }
+            if let overlay = JobOwner.removeOverlay(in: folder, connection: connection) {
+                report.disks.append(overlay)
+            }
             if (try? FileManager.default.removeItem(at: folder)) != nil {
                 report.folders.append(folder.path)
             }
@@ -141,6 +147,19 @@ public struct GarbageCollector: Sendable {
 /// The process that runs a job, recorded in its folder as a `ProcessToken`.
 enum JobOwner {
     static let fileName = "owner"
+    /// The file naming the job's disk overlay, written before the overlay is made.
+    static let overlayFile = "overlay"
+
+    /// Removes the overlay a job folder names, if any; its path when it was removed.
+    static func removeOverlay(in folder: URL, connection: Connection?) -> String? {
+        guard let text = try? String(contentsOf: folder.appendingPathComponent(overlayFile), encoding: .utf8)
+        else { return nil }
+        let path = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard URL(fileURLWithPath: path).lastPathComponent == DiskPool.overlayName(jobID: folder.lastPathComponent),
+            FileManager.default.fileExists(atPath: path)
+        else { return nil }
+        return DiskPool.removeOverlay(path: path, connection: connection) ? path : nil
+    }
 
     /// The folder that holds one folder per job while it runs.
     static func runFolder(in stateFolder: URL) -> URL {

@@ -11,10 +11,13 @@ struct GuestKeys {
         GuestKeys(host: try KeyPair.generate(), client: try KeyPair.generate())
     }
 
-    /// The bundle the guest's boot script reads from fw_cfg: a `hostkey`
-    /// line (dropbear's format, base64) and an `authorized` line.
+    /// The bundle the guest's boot script reads from fw_cfg: the host key
+    /// twice, as a `hostkey` line (dropbear's format, base64) and a
+    /// `hostkey-openssh` line (OpenSSH's key file, base64), and an
+    /// `authorized` line.
     var bundle: String {
         "hostkey \(Data(host.dropbearPrivateKey).base64EncodedString())\n"
+            + "hostkey-openssh \(Data(host.openSSHPrivateKey.utf8).base64EncodedString())\n"
             + "authorized \(client.authorizedKey())\n"
     }
 

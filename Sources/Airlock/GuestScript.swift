@@ -30,7 +30,8 @@ enum GuestScript {
         var lines = [
             "cd \(workFolder) || exit 126",
             "airlock_pid=$$",
-            "( exec </dev/null >/dev/null 2>&1; while kill -0 $airlock_pid; do usleep 20000; done;"
+            "mkdir -p \(jobCgroup) 2>/dev/null",
+            "( exec </dev/null >/dev/null 2>&1; while kill -0 $airlock_pid; do sleep 0.02; done;"
                 + " echo 1 >\(jobCgroup)/cgroup.kill ) &",
             "echo $$ >\(jobCgroup)/cgroup.procs",
             "unset airlock_pid",

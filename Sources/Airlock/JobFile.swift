@@ -60,7 +60,7 @@ public enum JobFile {
     /// Every key a spec may hold, for messages.
     static let keys = [
         "image", "workload", "command", "env", "timeout", "bootTimeout", "tcgTimeoutFactor", "transferTimeout",
-        "vcpus", "memory", "collect", "maxOutput", "maxResults", "accel", "labels", "priority", "retries",
+        "vcpus", "memory", "disk", "collect", "maxOutput", "maxResults", "accel", "labels", "priority", "retries",
     ]
 
     /// Reads one job spec file, without validating the values it sets: the
@@ -254,6 +254,7 @@ public enum JobFile {
         if let timeout = try reader.duration("transferTimeout") { request.spec.transferTimeout = timeout }
         if let vcpus = try reader.integer("vcpus") { request.spec.vcpus = vcpus }
         if let bytes = try reader.size("memory", defaultUnit: 1 << 20) { request.spec.memoryMiB = Int(bytes >> 20) }
+        if let bytes = try reader.size("disk", defaultUnit: 1 << 20) { request.spec.diskBytes = bytes }
         if let path = try reader.string("collect") { request.spec.collectPath = path }
         if let bytes = try reader.size("maxOutput", defaultUnit: 1) { request.spec.maxOutputBytes = bytes }
         if let bytes = try reader.size("maxResults", defaultUnit: 1) { request.spec.collectLimits.maxBytes = bytes }

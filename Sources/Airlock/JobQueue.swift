@@ -65,18 +65,7 @@ public struct JobQueue: Sendable {
             do throws(AirlockError) {
                 try request.validate()
                 let image = try catalog.image(named: request.spec.image)
-                guard request.spec.memoryMiB >= image.minimumMemoryMiB else {
-                    throw AirlockError(
-                        .invalidArgument,
-                        "image '\(image.name)' needs at least \(image.minimumMemoryMiB) MiB of memory, "
-                            + "the job asks for \(request.spec.memoryMiB) MiB")
-                }
-                if let refusal = capacity.refusal(vcpus: request.spec.vcpus, memoryMiB: request.spec.memoryMiB) {
-                    throw AirlockError(
-                        .invalidArgument, "the job can never run: \(refusal)",
-                        hint:
-                            "ask for less, or run the controller with a higher --cpu-overcommit or --memory-overcommit")
-                }
+                try image.checkFits(request.spec)
             } catch {
                 throw source.map { error.within($0) } ?? error
             }

@@ -25,8 +25,7 @@ extension JobRunner {
         // Fresh keys for this job only: the guest learns both at boot, and
         // the host key is pinned.
         let keys = try GuestKeys.generate()
-        let keysFile = jobFolder.appendingPathComponent("keys")
-        try keys.write(to: keysFile)
+        let media = try prepareMedia(image: image, connection: connection, jobFolder: jobFolder, keys: keys)
 
         var accelerator = plan.first
         var probing = plan.probing
@@ -43,7 +42,7 @@ extension JobRunner {
             var guest: Guest
             do {
                 guest = try launch(
-                    image: image, accelerator: accelerator, keysFile: keysFile, connection: connection, keys: keys)
+                    image: image, accelerator: accelerator, media: media, connection: connection, keys: keys)
             } catch  where probing {
                 fallBackToTCG("could not start", error: error)
                 continue
@@ -53,9 +52,11 @@ extension JobRunner {
             result.sshPort = guest.port
 
             let bootStart = ContinuousClock.now
-            // A KVM probe gets a short deadline: a working KVM boots this image in a fraction of it.
+            // A KVM probe gets a short deadline: a working KVM boots this image in a fraction of it
+            // (a cloud image waits for cloud-init, which takes longer).
             let bootTimeout = spec.bootTimeout(on: accelerator)
-            let readyDeadline = bootStart + (probing ? .seconds(8) : bootTimeout)
+            let probeLimit: Duration = image.keyInjection == .cloudInit ? .seconds(45) : .seconds(8)
+            let readyDeadline = bootStart + (probing ? probeLimit : bootTimeout)
             let ready = guest.console.waitUntilReady(deadline: readyDeadline) { isCancelled }
             if isCancelled {
                 destroy(guest)
@@ -67,7 +68,15 @@ extension JobRunner {
                 continue
             }
             guard ready else {
-                throw bootFailure(guest, accelerator: accelerator, deadlinePassed: !guest.console.hasEnded)
+                if let failure = guest.console.seedFailure {
+                    throw AirlockError(
+                        .guestFailed,
+                        "guest '\(guest.domain.name)' will not take the job's keys: cloud-init did not use the "
+                            + "job's seed (it said: \(failure)); last console lines:\n\(guest.console.tail())",
+                        hint: "the image's cloud-init must read NoCloud seeds from a disk labelled cidata")
+                }
+                throw bootFailure(
+                    guest, image: image, accelerator: accelerator, deadlinePassed: !guest.console.hasEnded)
             }
             // Remember what auto found, once a guest has really booted on it.
             if spec.accelerator == .auto && cache.lookup(uri: connection.uri) != accelerator {
@@ -75,7 +84,7 @@ extension JobRunner {
             }
             logger.debug("guest ready", metadata: ["domain.name": guest.domain.name, "ssh.port": "\(guest.port)"])
 
-            let session = try openSession(guest, deadline: bootStart + bootTimeout)
+            let session = try openSession(guest, image: image, deadline: bootStart + bootTimeout)
             guest.session = session
             result.phases.bootToSSH = seconds(since: bootStart)
             logger.debug("SSH up", metadata: ["ssh.port": "\(guest.port)"])
@@ -83,10 +92,53 @@ extension JobRunner {
         }
     }
 
+    /// What the guest is given besides its kernel: the key file (fw_cfg) or
+    /// cloud-init seed, and its disks.
+    struct Media {
+        var keysFile: String?
+        var disks: [DomainSpec.Disk] = []
+    }
+
+    /// Writes the keys the way the image takes them and makes the job's
+    /// overlay on the image's base disk.
+    func prepareMedia(image: Image, connection: Connection, jobFolder: URL, keys: GuestKeys) throws -> Media {
+        var media = Media()
+        if let base = image.diskURL {
+            let pool = DiskPool(catalog: spec.catalog)
+            let storage = try pool.open(connection)
+            var capacity = image.diskBytes ?? 0
+            if capacity == 0, let name = image.disk {
+                capacity = (try? storage.volume(named: name)?.info().capacity) ?? 0
+            }
+            capacity = max(capacity, spec.diskBytes ?? 0)
+            // Named in the job folder first, so that `airlock gc` finds it
+            // should this process die between here and the clean-up.
+            let planned = pool.folder.appendingPathComponent(DiskPool.overlayName(jobID: jobID)).path
+            try Data((planned + "\n").utf8).write(to: jobFolder.appendingPathComponent(JobOwner.overlayFile))
+            shared.withLock { $0.overlay = planned }
+            let overlay = try pool.createOverlay(
+                in: storage, jobID: jobID, base: base.resolvingSymlinksInPath(), capacity: capacity)
+            shared.withLock { $0.overlay = overlay }
+            media.disks.append(
+                DomainSpec.Disk(path: overlay, format: "qcow2", backingPath: base.resolvingSymlinksInPath().path))
+        }
+        switch image.keyInjection {
+        case .fwcfg:
+            let file = jobFolder.appendingPathComponent("keys")
+            try keys.write(to: file)
+            media.keysFile = file.path
+        case .cloudInit:
+            let seed = jobFolder.appendingPathComponent("seed.iso")
+            try CloudInitSeed(jobID: jobID, keys: keys, lifetimeSeconds: lifetimeSeconds).write(to: seed)
+            media.disks.append(DomainSpec.Disk(path: seed.path, format: "raw", readOnly: true))
+        }
+        return media
+    }
+
     /// Defines and starts the domain (paused until its console is attached),
     /// retrying with another port when the chosen one was taken meanwhile.
     func launch(
-        image: Image, accelerator: Accelerator, keysFile: URL, connection: Connection, keys: GuestKeys
+        image: Image, accelerator: Accelerator, media: Media, connection: Connection, keys: GuestKeys
     ) throws -> Guest {
         let name = "airlock-\(jobID)"
         var attempt = 0
@@ -95,8 +147,10 @@ extension JobRunner {
             let port = try PortAllocator.freeLoopbackPort()
             var spec = DomainSpec(
                 name: name, jobID: jobID, accelerator: accelerator, vcpus: self.spec.vcpus,
-                memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL.path, initrd: image.initrdURL.path,
-                cmdline: image.cmdline + " airlock.lifetime=\(lifetimeSeconds)", keysFile: keysFile.path, sshPort: port)
+                memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL?.path, initrd: image.initrdURL?.path,
+                cmdline: image.cmdline.map { $0 + " airlock.lifetime=\(lifetimeSeconds)" }, keysFile: media.keysFile,
+                sshPort: port)
+            spec.disks = media.disks
             spec.stateFolder = self.spec.stateFolder.resolvingSymlinksInPath().path
             let domain: Domain
             do {
@@ -136,12 +190,12 @@ extension JobRunner {
         spec.bootTimeout(on: .tcg).components.seconds + spec.timeout.components.seconds + 3600
     }
 
-    func openSession(_ guest: Guest, deadline: ContinuousClock.Instant) throws -> Session {
+    func openSession(_ guest: Guest, image: Image, deadline: ContinuousClock.Instant) throws -> Session {
         do {
             let session = try Session(host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt)
             logger.debug("SSH handshake done")
             try session.verifyHostKey(guest.keys.host.publicKeyBlob)
-            try session.authenticate(user: "root", key: guest.keys.client, deadline: deadline)
+            try session.authenticate(user: image.sshUser, key: guest.keys.client, deadline: deadline)
             return session
         } catch {
             switch error.kind {
@@ -150,6 +204,15 @@ extension JobRunner {
             case .hostKeyMismatch:
                 throw AirlockError(
                     .guestFailed, "refusing guest '\(guest.domain.name)' on port \(guest.port)", cause: error)
+            case .authenticationFailed where image.keyInjection == .cloudInit:
+                let lines = guest.console.tail().split(separator: "\n").filter { $0.contains("cloud-init") }
+                throw AirlockError(
+                    .guestFailed,
+                    "guest '\(guest.domain.name)' rejected the job's key as '\(image.sshUser)': cloud-init may not "
+                        + "have applied the seed"
+                        + (lines.isEmpty ? "" : "; its cloud-init console lines:\n" + lines.joined(separator: "\n")),
+                    hint: "check that the image's cloud-init reads NoCloud seeds and that --ssh-user is right",
+                    cause: error)
             default:
                 throw AirlockError(
                     .guestFailed, "cannot open SSH to guest '\(guest.domain.name)' on port \(guest.port)",
@@ -158,7 +221,7 @@ extension JobRunner {
         }
     }
 
-    func bootFailure(_ guest: Guest, accelerator: Accelerator, deadlinePassed: Bool) -> AirlockError {
+    func bootFailure(_ guest: Guest, image: Image, accelerator: Accelerator, deadlinePassed: Bool) -> AirlockError {
         // A console that ends with the connection means libvirtd went away, not the guest.
         if !guest.domain.connection.isAlive {
             return AirlockError(
@@ -183,6 +246,9 @@ extension JobRunner {
         }
         if let failure = guest.console.kernelFailure {
             message += "; the kernel said: \(failure)"
+        } else if deadlinePassed && image.keyInjection == .cloudInit {
+            // The ready line comes from the seed's last cloud-init step.
+            message += "; cloud-init did not finish, or did not read the job's seed"
         }
         message += tail.isEmpty ? "; its console is empty" : "; last console lines:\n\(tail)"
         return AirlockError(

@@ -32,7 +32,8 @@ public final class JobRunner: @unchecked Sendable {
     let output: @Sendable (OutputStream, UnsafeRawBufferPointer) -> Void
     let onPhase: @Sendable (JobPhase) -> Void
     let interrupt = Interrupt()
-    let shared = Mutex<(cancelled: Bool, domain: String?, jobFolder: String?)>((false, nil, nil))
+    let shared = Mutex<(cancelled: Bool, domain: String?, jobFolder: String?, overlay: String?)>(
+        (false, nil, nil, nil))
 
     /// Whether the job's command was started in the guest. Set by `run()`;
     /// read it after `run()` returns.
@@ -70,7 +71,10 @@ public final class JobRunner: @unchecked Sendable {
     /// Names of what the job has made and not yet removed.
     public func leftovers() -> [String] {
         shared.withLock { state in
-            [state.domain.map { "domain '\($0)'" }, state.jobFolder.map { "folder '\($0)'" }].compactMap { $0 }
+            [
+                state.domain.map { "domain '\($0)'" }, state.overlay.map { "disk '\($0)'" },
+                state.jobFolder.map { "folder '\($0)'" },
+            ].compactMap { $0 }
         }
     }
 
@@ -93,13 +97,7 @@ public final class JobRunner: @unchecked Sendable {
         // 1. Check everything that can be checked before making anything.
         try spec.validate()
         let image = try spec.catalog.image(named: spec.image)
-        guard spec.memoryMiB >= image.minimumMemoryMiB else {
-            throw AirlockError(
-                .invalidArgument,
-                "image '\(image.name)' needs at least \(image.minimumMemoryMiB) MiB of memory, "
-                    + "the job asks for \(spec.memoryMiB) MiB",
-                hint: "raise --memory")
-        }
+        try image.checkFits(spec)
         let results = resultsFolder
         if let existing = try? FileManager.default.contentsOfDirectory(atPath: results.path), !existing.isEmpty {
             throw AirlockError(
@@ -226,7 +224,17 @@ public final class JobRunner: @unchecked Sendable {
                 shared.withLock { $0.domain = nil }
             }
         }
-        if let folder = shared.withLock({ $0.jobFolder }) {
+        if let overlay = shared.withLock({ $0.overlay }) {
+            if DiskPool.removeOverlay(path: overlay, connection: try? Connection(uri: spec.connectURI)) {
+                logger.debug("overlay removed", metadata: ["disk.path": overlay])
+                shared.withLock { $0.overlay = nil }
+            } else {
+                logger.warning(
+                    "the job's disk overlay could not be removed; 'airlock gc' removes it",
+                    metadata: ["disk.path": overlay])
+            }
+        }
+        if let folder = shared.withLock({ $0.jobFolder }), shared.withLock({ $0.overlay }) == nil {
             try? FileManager.default.removeItem(atPath: folder)
             shared.withLock { $0.jobFolder = nil }
         }

@@ -26,6 +26,8 @@ public struct JobSpec: Sendable {
     public static let defaultTCGTimeoutFactor = 3.0
     public var vcpus = 1
     public var memoryMiB = 512
+    /// The root disk's size for images with a disk; nil keeps the image's own.
+    public var diskBytes: Int64?
     /// The guest folder brought back as `out/`.
     public var collectPath = JobSpec.defaultCollectPath
     /// The guest folder collected unless the job names another.
@@ -97,6 +99,11 @@ public struct JobSpec: Sendable {
         }
         guard memoryMiB >= 64 else {
             throw AirlockError(.invalidArgument, "'\(memoryMiB) MiB' of memory is too little (at least 64 MiB)")
+        }
+        if let diskBytes, diskBytes < 1 << 20 {
+            throw AirlockError(
+                .invalidArgument, "a root disk of \(diskBytes) bytes is too small (at least 1 MiB)",
+                hint: "for example --disk 8G")
         }
         for (name, value) in environment {
             guard GuestScript.isValidEnvironmentName(name) else {

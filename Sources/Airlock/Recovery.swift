@@ -81,6 +81,7 @@ public struct Recovery: Sendable {
 
         // 2. Its files: the run folder (keys), and the partial results.
         let runFolder = JobOwner.runFolder(in: queue.stateFolder).appendingPathComponent(job.id)
+        _ = JobOwner.removeOverlay(in: runFolder, connection: try? Connection(uri: host))
         try? FileManager.default.removeItem(at: runFolder)
         FileTree.removeIfPossible(queue.resultsFolder(of: job.id))
 

@@ -13,14 +13,15 @@ public enum Spawn {
     ///   - path: the program.
     ///   - arguments: its argv, argv[0] first.
     ///   - environment: the child's environment; nil passes this process's.
-    ///   - output: the file standard output goes to (created or truncated).
+    ///   - output: the file standard output goes to (created or truncated);
+    ///     nil shares this process's.
     ///   - errors: the file standard error goes to; nil shares this process's.
     ///   - newProcessGroup: puts the child in a group of its own, out of reach
     ///     of a terminal's Ctrl-C.
     /// - Returns: The child's PID. The caller reaps it.
     /// - Throws: `AirlockError` `.internalError` when the program cannot be started.
     public static func start(
-        _ path: String, _ arguments: [String], environment: [String: String]? = nil, output: String = "/dev/null",
+        _ path: String, _ arguments: [String], environment: [String: String]? = nil, output: String? = "/dev/null",
         errors: String? = nil, newProcessGroup: Bool = true
     ) throws(AirlockError) -> pid_t {
         var attributes = posix_spawnattr_t()
@@ -46,7 +47,9 @@ public enum Spawn {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600)
+        if let output {
+            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600)
+        }
         if let errors {
             posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600)
         }

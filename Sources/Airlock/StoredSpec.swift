@@ -17,6 +17,7 @@ struct StoredSpec: Codable, Equatable {
     var transferTimeoutMilliseconds: Int64
     var vcpus: Int
     var memoryMiB: Int
+    var diskBytes: Int64?
     var collectPath: String
     var maxOutputBytes: Int64
     var collectLimits: CollectLimits
@@ -34,6 +35,7 @@ struct StoredSpec: Codable, Equatable {
         transferTimeoutMilliseconds = spec.transferTimeout.inMilliseconds
         vcpus = spec.vcpus
         memoryMiB = spec.memoryMiB
+        diskBytes = spec.diskBytes
         collectPath = spec.collectPath
         maxOutputBytes = spec.maxOutputBytes
         collectLimits = spec.collectLimits
@@ -55,6 +57,7 @@ struct StoredSpec: Codable, Equatable {
         transferTimeoutMilliseconds = try values.decode(Int64.self, forKey: .transferTimeoutMilliseconds)
         vcpus = try values.decode(Int.self, forKey: .vcpus)
         memoryMiB = try values.decode(Int.self, forKey: .memoryMiB)
+        diskBytes = try values.decodeIfPresent(Int64.self, forKey: .diskBytes)
         collectPath = try values.decode(String.self, forKey: .collectPath)
         maxOutputBytes = try values.decode(Int64.self, forKey: .maxOutputBytes)
         collectLimits = try values.decode(CollectLimits.self, forKey: .collectLimits)
@@ -75,6 +78,7 @@ struct StoredSpec: Codable, Equatable {
         spec.transferTimeout = .milliseconds(transferTimeoutMilliseconds)
         spec.vcpus = vcpus
         spec.memoryMiB = memoryMiB
+        spec.diskBytes = diskBytes
         spec.collectPath = collectPath
         spec.maxOutputBytes = maxOutputBytes
         spec.collectLimits = collectLimits

@@ -21,6 +21,9 @@ public enum AirlockCLI {
           cancel      stop queued and running jobs
           rm          forget finished jobs and delete their result folders
 
+        Images:
+          image       list, inspect, build, import or remove guest images
+
         Upkeep:
           gc          remove guests and files left by processes that died
           bench       time jobs against bare QEMU, or the controller's throughput
@@ -75,6 +78,10 @@ public enum AirlockCLI {
         },
         "rm": Command(usage: RemoveCommand.usage, help: RemoveCommand.help) { arguments, environment in
             try RemoveCommand.parse(arguments, environment: environment).run()
+        },
+        "image": Command(usage: ImageCommand.usage, help: ImageCommand.help) { arguments, environment in
+            let command = try ImageCommand.parse(arguments, environment: environment)
+            return try command.run(signals: installSignals())
         },
         "gc": Command(usage: GCCommand.usage, help: GCCommand.help) { arguments, environment in
             let command = try GCCommand.parse(arguments, environment: environment)

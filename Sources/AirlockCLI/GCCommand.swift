@@ -8,7 +8,8 @@ struct GCCommand {
 
     static let help = """
         Remove what jobs left behind when the process running them died
-        (SIGKILL, a crash): their guests and their folders under STATE_DIR/run.
+        (SIGKILL, a crash): their guests, their disk overlays and their folders
+        under STATE_DIR/run.
         Stored jobs whose process died are queued again, or end as lost when
         no attempt is left; workload snapshots no unfinished job uses are
         removed. Jobs whose airlock process still runs are left alone. A
@@ -55,10 +56,14 @@ struct GCCommand {
         for domain in report.domains {
             print("destroyed domain \(domain)")
         }
+        for disk in report.disks {
+            print("removed disk overlay \(disk)")
+        }
         for folder in report.folders {
             print("removed folder \(folder)")
         }
-        if report.domains.isEmpty && report.folders.isEmpty && report.requeued.isEmpty && report.ended.isEmpty
+        if report.domains.isEmpty && report.folders.isEmpty && report.disks.isEmpty && report.requeued.isEmpty
+            && report.ended.isEmpty
             && report.snapshots.isEmpty
         {
             Output.note("airlock: nothing to remove")

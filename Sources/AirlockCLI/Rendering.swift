@@ -7,7 +7,8 @@ enum Rendering {
     /// A JSON object or array, keys sorted, one trailing newline.
     static func json(_ value: Any) -> Data {
         let data =
-            (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+            (try? JSONSerialization.data(
+                withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return data + Data("\n".utf8)
     }
 

@@ -16,6 +16,7 @@ enum SpecOptions {
           --transfer-timeout D  limit for the upload, and for the collection (default: 30m)
           --vcpus N             virtual CPUs (default: 1)
           --memory SIZE         guest memory, e.g. 512M, 2G (default: 512M)
+          --disk SIZE           root disk for images with a disk, e.g. 8G (default: the image's size)
           --collect PATH        guest folder brought back as out/ (default: /work/out)
           --max-output SIZE     bytes of stdout and of stderr kept, each (default: 1G)
           --max-results SIZE    bytes of collected files kept (default: 4G)
@@ -123,6 +124,9 @@ enum SpecOptions {
             let bytes = try ValueParser.size(
                 try reader.value(for: name, inline: inline), option: name, defaultUnit: 1 << 20)
             request.spec.memoryMiB = Int(bytes >> 20)
+        case "--disk":
+            request.spec.diskBytes = try ValueParser.size(
+                try reader.value(for: name, inline: inline), option: name, defaultUnit: 1 << 20)
         case "--collect": request.spec.collectPath = try reader.value(for: name, inline: inline)
         case "--max-output":
             request.spec.maxOutputBytes = try ValueParser.size(

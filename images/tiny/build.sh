@@ -78,8 +78,8 @@ find . -print0 | LC_ALL=C sort -z |
     cpio --null --create --format=newc --owner=0:0 --reproducible --quiet >"$work/initrd.img"
 cp "$work/pkg/boot/vmlinuz-$kver" "$work/vmlinuz"
 
-# 5. Publish atomically: the manifest is written last.
-recipe_hash=$(cat "$here/build.sh" "$here/init" | sha256sum | cut -d' ' -f1)
+# 5. Publish atomically: the manifest is written last. (`airlock image build`
+#    adds the recipe hash and moves the image into its catalog.)
 content_hash=$(cat "$work/vmlinuz" "$work/initrd.img" | sha256sum | cut -d' ' -f1)
 mv "$work/vmlinuz" "$out/vmlinuz"
 mv "$work/initrd.img" "$out/initrd.img"
@@ -95,7 +95,6 @@ cat >"$out/manifest.json.tmp" <<JSON
   "keyInjection": "fwcfg",
   "minimumMemoryMiB": 256,
   "contentHash": "sha256:$content_hash",
-  "recipeHash": "sha256:$recipe_hash",
   "packages": [$(printf '%s\n' $versions | sed 's/.*/"&"/' | paste -sd, -)],
   "built": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }

@@ -1,0 +1,129 @@
+import Foundation
+import Libvirt
+
+/// The libvirt storage pool of an image catalog: a folder pool at
+/// `<catalog>/.pool` holding the read-only base disks and every job's qcow2
+/// overlay. The pool is transient and made on first use; its name comes from
+/// the folder's path, so two catalogs never share one.
+struct DiskPool {
+    let catalog: ImageCatalog
+
+    var folder: URL { catalog.poolFolder }
+
+    /// `airlock-` and twelve hex digits of the folder path's SHA-256.
+    var name: String {
+        let digest = Digest.sha256(Data(folder.resolvingSymlinksInPath().path.utf8))
+        return "airlock-" + digest.dropFirst("sha256:".count).prefix(12)
+    }
+
+    /// The overlay volume name of a job.
+    static func overlayName(jobID: String) -> String {
+        "airlock-\(jobID).qcow2"
+    }
+
+    /// The pool on `connection`, made (with its folder) when missing. Safe
+    /// when several jobs make it at once: the loser of the race finds the
+    /// winner's pool.
+    ///
+    /// - Throws: `AirlockError` `.hostUnavailable` with libvirt's reason.
+    func open(_ connection: Connection) throws(AirlockError) -> StoragePool {
+        do {
+            if let pool = try connection.storagePool(named: name), pool.isActive {
+                return pool
+            }
+        } catch {
+            throw AirlockError(.hostUnavailable, "cannot look up storage pool '\(name)'", cause: error)
+        }
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        } catch {
+            throw AirlockError(.internalError, "cannot create the pool folder '\(folder.path)'", cause: error)
+        }
+        // QEMU, as its own user, opens base disks by path through here.
+        _ = chmod(folder.path, 0o711)
+        let xml = """
+            <pool type='dir'><name>\(name)</name>\
+            <target><path>\(xmlEscaped(folder.resolvingSymlinksInPath().path))</path></target></pool>
+            """
+        do {
+            return try connection.createStoragePool(xml: xml)
+        } catch {
+            if let pool = try? connection.storagePool(named: name), pool.isActive {
+                return pool
+            }
+            throw AirlockError(
+                .hostUnavailable, "cannot create storage pool '\(name)' for '\(folder.path)'", cause: error)
+        }
+    }
+
+    /// Makes a job's copy-on-write overlay on a base disk.
+    ///
+    /// - Parameters:
+    ///   - pool: The pool, as `open` returned it.
+    ///   - jobID: The job the overlay is for; it names the volume.
+    ///   - base: The read-only base disk.
+    ///   - capacity: The size the guest sees, at least the base's.
+    /// - Returns: The overlay's path.
+    /// - Throws: `AirlockError` `.hostUnavailable` with libvirt's reason.
+    func createOverlay(
+        in pool: StoragePool, jobID: String, base: URL, capacity: Int64
+    ) throws(AirlockError) -> String {
+        let name = Self.overlayName(jobID: jobID)
+        let xml = """
+            <volume><name>\(name)</name><capacity unit='bytes'>\(capacity)</capacity>\
+            <target><format type='qcow2'/><permissions><mode>0600</mode></permissions></target>\
+            <backingStore><path>\(xmlEscaped(base.path))</path><format type='qcow2'/></backingStore></volume>
+            """
+        do {
+            return try pool.createVolume(xml: xml).path()
+        } catch {
+            throw AirlockError(
+                .hostUnavailable, "cannot create the disk overlay '\(name)' on '\(base.path)'", cause: error)
+        }
+    }
+
+    /// Deletes an overlay by path, through libvirt when its pool is active,
+    /// else by unlinking the file. Only files named like overlays in a pool
+    /// folder are touched. Returns whether it is gone.
+    @discardableResult
+    static func removeOverlay(path: String, connection: Connection?) -> Bool {
+        let file = URL(fileURLWithPath: path)
+        guard file.deletingLastPathComponent().lastPathComponent == ".pool",
+            file.lastPathComponent.hasPrefix("airlock-"), file.pathExtension == "qcow2"
+        else { return false }
+        if let connection, let volume = try? connection.storageVolume(path: path), (try? volume.delete()) != nil {
+            return true
+        }
+        return unlink(path) == 0 || errno == ENOENT
+    }
+
+    /// The overlays in the pool whose backing file is `base`, by job id.
+    func jobs(using base: URL, in pool: StoragePool) -> [String] {
+        try? pool.refresh()
+        let names = (try? pool.volumeNames()) ?? []
+        var users: [String] = []
+        for name in names where name.hasPrefix("airlock-") && name.hasSuffix(".qcow2") {
+            guard let xml = try? pool.volume(named: name)?.xml() else { continue }
+            if xml.contains("<path>\(xmlEscaped(base.path))</path>") {
+                users.append(String(name.dropFirst("airlock-".count).dropLast(".qcow2".count)))
+            }
+        }
+        return users
+    }
+}
+
+/// Escapes text for an XML element or a quoted attribute.
+func xmlEscaped(_ text: String) -> String {
+    var out = ""
+    for character in text {
+        switch character {
+        case "&": out += "&amp;"
+        case "<": out += "&lt;"
+        case ">": out += "&gt;"
+        case "'": out += "&apos;"
+        case "\"": out += "&quot;"
+        default: out.append(character)
+        }
+    }
+    return out
+}
