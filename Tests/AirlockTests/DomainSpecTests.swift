@@ -94,4 +94,37 @@ struct DomainSpecTests {
         odd.cmdline = "a<b & c>\"d'"
         #expect(try first(try parse(odd.xml()), "os/cmdline").stringValue == odd.cmdline)
     }
+
+    @Test("an overlay names its read-only base, left unlabelled; a firmware boot starts from the first disk")
+    func disks() throws {
+        var cloud = spec
+        cloud.kernel = nil
+        cloud.initrd = nil
+        cloud.cmdline = nil
+        cloud.keysFile = nil
+        cloud.disks = [
+            DomainSpec.Disk(path: "/p/airlock-abc.qcow2", format: "qcow2", backingPath: "/p/base.qcow2"),
+            DomainSpec.Disk(path: "/run/abc/seed.iso", format: "raw", readOnly: true),
+        ]
+        let root = try parse(cloud.xml())
+        #expect(try root.nodes(forXPath: "os/kernel").isEmpty)
+        #expect(try root.nodes(forXPath: "sysinfo").isEmpty)
+        let disks = try root.nodes(forXPath: "devices/disk").compactMap { $0 as? XMLElement }
+        #expect(disks.count == 2)
+        #expect(try first(disks[0], "source").attribute(forName: "file")?.stringValue == "/p/airlock-abc.qcow2")
+        #expect(try first(disks[0], "backingStore/source").attribute(forName: "file")?.stringValue == "/p/base.qcow2")
+        #expect(
+            try first(disks[0], "backingStore/source/seclabel").attribute(forName: "relabel")?.stringValue == "no")
+        #expect(try first(disks[0], "boot").attribute(forName: "order")?.stringValue == "1")
+        #expect(try first(disks[0], "target").attribute(forName: "dev")?.stringValue == "vda")
+        #expect(try first(disks[1], "target").attribute(forName: "dev")?.stringValue == "vdb")
+        #expect(try disks[1].nodes(forXPath: "readonly").count == 1)
+        #expect(try disks[1].nodes(forXPath: "boot").isEmpty)
+        #expect(try first(disks[1], "address").attribute(forName: "slot")?.stringValue == "0x13")
+
+        // With a kernel to boot, no disk is a boot device.
+        var debian = spec
+        debian.disks = [DomainSpec.Disk(path: "/p/airlock-abc.qcow2", format: "qcow2", backingPath: "/p/b.qcow2")]
+        #expect(try parse(debian.xml()).nodes(forXPath: "devices/disk/boot").isEmpty)
+    }
 }

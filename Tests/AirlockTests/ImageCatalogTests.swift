@@ -68,7 +68,65 @@ struct ImageCatalogTests {
         let images = try catalog { try manifest("tiny", in: $0, files: true) }
         defer { try? FileManager.default.removeItem(at: images.root) }
         let image = try images.image(named: "tiny")
-        #expect(image.kernelURL.path == images.root.appendingPathComponent("tiny/vmlinuz").path)
+        #expect(image.kernelURL?.path == images.root.appendingPathComponent("tiny/vmlinuz").path)
         #expect(image.minimumMemoryMiB == 128)
+    }
+
+    @Test("a disk image's base disk is looked for in the pool, and must be there")
+    func diskInPool() throws {
+        let images = try catalog { root in
+            let folder = root.appendingPathComponent("cloud")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let json = """
+                {"name": "cloud", "boot": "disk", "disk": "cloud-0123.qcow2", "diskBytes": 2147483648,
+                 "sshUser": "root", "keyInjection": "cloud-init", "minimumMemoryMiB": 512, "contentHash": "sha256:0"}
+                """
+            try Data(json.utf8).write(to: folder.appendingPathComponent("manifest.json"))
+        }
+        defer { try? FileManager.default.removeItem(at: images.root) }
+        #expect(throws: AirlockError.self) { try images.image(named: "cloud") }
+        try FileManager.default.createDirectory(at: images.poolFolder, withIntermediateDirectories: true)
+        try Data().write(to: images.poolFolder.appendingPathComponent("cloud-0123.qcow2"))
+        let image = try images.image(named: "cloud")
+        #expect(image.diskURL?.path == images.root.appendingPathComponent(".pool/cloud-0123.qcow2").path)
+        #expect(image.keyInjection == .cloudInit && image.boot == .disk && image.kernelURL == nil)
+    }
+
+    @Test("a job must fit the image: memory, and a disk no smaller than the image's")
+    func jobFits() throws {
+        var image = Image(
+            name: "debian", boot: .kernel, kernel: "k", initrd: "i", disk: "d.qcow2", diskBytes: 2 << 30,
+            cmdline: "", sshUser: "root", keyInjection: .fwcfg, minimumMemoryMiB: 512, contentHash: "")
+        var spec = JobSpec(
+            image: "debian", workload: URL(fileURLWithPath: "/"), command: ["true"],
+            stateFolder: URL(fileURLWithPath: "/"))
+        try image.checkFits(spec)
+        spec.memoryMiB = 256
+        #expect(throws: AirlockError.self) { try image.checkFits(spec) }
+        spec.memoryMiB = 512
+        spec.diskBytes = 1 << 30
+        #expect(throws: AirlockError.self) { try image.checkFits(spec) }
+        spec.diskBytes = 4 << 30
+        try image.checkFits(spec)
+        image.disk = nil
+        #expect(throws: AirlockError.self) { try image.checkFits(spec) }
+    }
+
+    @Test("the recipe hash changes with any file of the recipe, and only then")
+    func recipeHash() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-recipe-\(UUID())")
+        try FileManager.default.createDirectory(
+            at: folder.appendingPathComponent("files"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try Data("echo build\n".utf8).write(to: folder.appendingPathComponent("build.sh"))
+        try Data("init\n".utf8).write(to: folder.appendingPathComponent("files/init"))
+        let first = try ImageCatalog.recipeHash(of: folder)
+        #expect(try ImageCatalog.recipeHash(of: folder) == first)
+        try Data("init 2\n".utf8).write(to: folder.appendingPathComponent("files/init"))
+        let second = try ImageCatalog.recipeHash(of: folder)
+        #expect(second != first && second.hasPrefix("sha256:"))
+        try FileManager.default.moveItem(
+            at: folder.appendingPathComponent("files/init"), to: folder.appendingPathComponent("init"))
+        #expect(try ImageCatalog.recipeHash(of: folder) != second)
     }
 }

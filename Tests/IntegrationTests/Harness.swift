@@ -114,6 +114,11 @@ enum Harness {
         let run = stateFolder.appendingPathComponent("run")
         let files = (try? FileManager.default.contentsOfDirectory(atPath: run.path)) ?? []
         #expect(files.isEmpty, "job folders left in \(run.path): \(files)", sourceLocation: sourceLocation)
+        let pool = stateFolder.appendingPathComponent("images/.pool")
+        let overlays = ((try? FileManager.default.contentsOfDirectory(atPath: pool.path)) ?? []).filter {
+            $0.hasPrefix("airlock-") || $0.hasPrefix(".incoming-")
+        }
+        #expect(overlays.isEmpty, "disk overlays left in \(pool.path): \(overlays)", sourceLocation: sourceLocation)
     }
 
     /// A workload folder made from name → contents (and optional mode).

@@ -72,7 +72,7 @@ enum TestImages {
         let folder = catalog.appendingPathComponent("broken")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var manifest = try String(contentsOf: tinyFolder.appendingPathComponent("manifest.json"), encoding: .utf8)
-        manifest = manifest.replacingOccurrences(of: "\"name\": \"tiny\"", with: "\"name\": \"broken\"")
+        manifest = manifest.replacingOccurrences(of: "\"name\" : \"tiny\"", with: "\"name\" : \"broken\"")
         try manifest.write(to: folder.appendingPathComponent("manifest.json"), atomically: true, encoding: .utf8)
         return "broken"
     }
@@ -105,7 +105,7 @@ enum TestImages {
         initrd.append(try cpio(overlay))
         try initrd.write(to: folder.appendingPathComponent("initrd.img"))
         var manifest = try String(contentsOf: tinyFolder.appendingPathComponent("manifest.json"), encoding: .utf8)
-        manifest = manifest.replacingOccurrences(of: "\"name\": \"tiny\"", with: "\"name\": \"\(name)\"")
+        manifest = manifest.replacingOccurrences(of: "\"name\" : \"tiny\"", with: "\"name\" : \"\(name)\"")
         try manifest.write(to: folder.appendingPathComponent("manifest.json"), atomically: true, encoding: .utf8)
         return name
     }
