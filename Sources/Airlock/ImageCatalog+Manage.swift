@@ -15,6 +15,9 @@ extension ImageCatalog {
         case built(Image)
     }
 
+    /// The largest base disk taken, as the guest sees it.
+    public static let maximumDiskBytes: Int64 = 2 << 40
+
     /// How an imported disk is run.
     public struct ImportOptions: Sendable {
         public var sshUser = "root"
@@ -223,7 +226,24 @@ extension ImageCatalog {
     private func publishDisk(_ file: URL, of name: String, move: Bool) throws(AirlockError) -> (
         volume: String, bytes: Int64
     ) {
-        let info = try QEMUImage.info(file)
+        let pool = DiskPool(catalog: self)
+        do {
+            try FileManager.default.createDirectory(at: pool.folder, withIntermediateDirectories: true)
+        } catch {
+            throw AirlockError(.internalError, "cannot create '\(pool.folder.path)'", cause: error)
+        }
+        _ = chmod(pool.folder.path, 0o711)
+        // Checked and converted is a private copy, so that nobody can swap
+        // the file between the checks and the conversion.
+        var source = file
+        if !move {
+            source = pool.folder.appendingPathComponent(".incoming-source-\(UInt32.random(in: 0...UInt32.max))")
+            try Self.copy(file, to: source)
+        }
+        defer {
+            if !move { unlink(source.path) }
+        }
+        let info = try QEMUImage.info(source, named: file)
         guard info.format == "qcow2" || info.format == "raw" else {
             throw AirlockError(
                 .imageInvalid, "'\(file.path)' is a \(info.format) image; Airlock takes qcow2 or raw",
@@ -235,6 +255,20 @@ extension ImageCatalog {
                 .imageInvalid, "'\(file.path)' is an overlay on '\(info.backingFilename ?? "")', not a whole disk",
                 hint: "flatten it first: qemu-img convert -O qcow2 '\(file.path)' flat.qcow2")
         }
+        guard info.dataFile == nil else {
+            throw AirlockError(
+                .imageInvalid, "'\(file.path)' keeps its data in the external file '\(info.dataFile ?? "")'",
+                hint: "import a self-contained copy: qemu-img convert -O qcow2 '\(file.path)' whole.qcow2")
+        }
+        guard info.formatSpecific?.data?.corrupt != true else {
+            throw AirlockError(.imageInvalid, "qemu-img marks '\(file.path)' as corrupt")
+        }
+        guard info.virtualSize <= Self.maximumDiskBytes else {
+            throw AirlockError(
+                .imageInvalid,
+                "'\(file.path)' is a \(Sizes.format(info.virtualSize)) disk; at most \(Sizes.format(Self.maximumDiskBytes)) is taken"
+            )
+        }
         guard info.encrypted != true else {
             throw AirlockError(.imageInvalid, "'\(file.path)' is encrypted", hint: "import an unencrypted copy")
         }
@@ -242,23 +276,16 @@ extension ImageCatalog {
             throw AirlockError(.imageInvalid, "'\(file.path)' is an empty disk")
         }
         if info.format == "qcow2" {
-            try QEMUImage.check(file)
+            try QEMUImage.check(source, named: file)
         } else {
-            try Self.checkBootSector(file)
+            try Self.checkBootSector(source, named: file)
         }
-        let pool = DiskPool(catalog: self)
-        do {
-            try FileManager.default.createDirectory(at: pool.folder, withIntermediateDirectories: true)
-        } catch {
-            throw AirlockError(.internalError, "cannot create '\(pool.folder.path)'", cause: error)
-        }
-        _ = chmod(pool.folder.path, 0o711)
         let incoming = pool.folder.appendingPathComponent(".incoming-\(UInt32.random(in: 0...UInt32.max)).qcow2")
         defer { unlink(incoming.path) }
-        if move && info.format == "qcow2" && rename(file.path, incoming.path) == 0 {
+        if move && info.format == "qcow2" && rename(source.path, incoming.path) == 0 {
             // Taken as it is: it was made for this pool.
         } else {
-            try QEMUImage.convert(file, format: info.format, to: incoming)
+            try QEMUImage.convert(source, format: info.format, to: incoming, named: file)
         }
         let hash = try Digest.sha256(files: [incoming])
         let volume = "\(name)-\(hash.dropFirst("sha256:".count).prefix(16)).qcow2"
@@ -273,8 +300,8 @@ extension ImageCatalog {
     /// A raw disk that a firmware is to boot must end its first sector in
     /// the boot signature; anything else (a truncated or foreign file)
     /// would only hang at boot.
-    private static func checkBootSector(_ file: URL) throws(AirlockError) {
-        guard let handle = FileHandle(forReadingAtPath: file.path) else {
+    private static func checkBootSector(_ source: URL, named file: URL) throws(AirlockError) {
+        guard let handle = FileHandle(forReadingAtPath: source.path) else {
             throw AirlockError(.imageInvalid, "cannot read '\(file.path)'")
         }
         defer { try? handle.close() }
@@ -284,6 +311,17 @@ extension ImageCatalog {
                 .imageInvalid, "'\(file.path)' is not a bootable disk (no boot signature in its first sector)",
                 hint: "import the whole disk image, not a partition or a truncated copy")
         }
+    }
+
+    /// Copies a file (following a link to it), keeping its holes.
+    private static func copy(_ file: URL, to target: URL) throws(AirlockError) {
+        let pid = try Spawn.start("/bin/cp", ["cp", "--sparse=always", "--dereference", "--", file.path, target.path])
+        let status = Spawn.wait(pid)
+        guard status == 0 else {
+            unlink(target.path)
+            throw AirlockError(.imageInvalid, "cannot copy '\(file.path)' (cp exited with status \(status))")
+        }
+        _ = chmod(target.path, 0o600)
     }
 
     /// Moves a finished image into place, replacing any old one.

@@ -100,9 +100,11 @@ public struct JobSpec: Sendable {
         guard memoryMiB >= 64 else {
             throw AirlockError(.invalidArgument, "'\(memoryMiB) MiB' of memory is too little (at least 64 MiB)")
         }
-        if let diskBytes, diskBytes < 1 << 20 {
+        if let diskBytes, diskBytes < 1 << 20 || diskBytes > ImageCatalog.maximumDiskBytes {
             throw AirlockError(
-                .invalidArgument, "a root disk of \(diskBytes) bytes is too small (at least 1 MiB)",
+                .invalidArgument,
+                "a root disk of \(Sizes.format(diskBytes)) is out of range (1 MiB to "
+                    + "\(Sizes.format(ImageCatalog.maximumDiskBytes)))",
                 hint: "for example --disk 8G")
         }
         for (name, value) in environment {

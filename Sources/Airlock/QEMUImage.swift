@@ -14,6 +14,24 @@ enum QEMUImage {
         var backingFilename: String?
         var encrypted: Bool?
         var dirtyFlag: Bool?
+        var formatSpecific: FormatSpecific?
+
+        /// The qcow2 details that matter: an external data file would make
+        /// a host file the disk's content, as a backing file would.
+        struct FormatSpecific: Decodable {
+            struct Details: Decodable {
+                var dataFile: String?
+                var corrupt: Bool?
+
+                enum CodingKeys: String, CodingKey {
+                    case dataFile = "data-file"
+                    case corrupt
+                }
+            }
+            var data: Details?
+        }
+
+        var dataFile: String? { formatSpecific?.data?.dataFile }
 
         enum CodingKeys: String, CodingKey {
             case format
@@ -21,6 +39,7 @@ enum QEMUImage {
             case backingFilename = "backing-filename"
             case encrypted
             case dirtyFlag = "dirty-flag"
+            case formatSpecific = "format-specific"
         }
     }
 
@@ -28,27 +47,27 @@ enum QEMUImage {
     /// the formats a base disk may have.
     ///
     /// - Throws: `AirlockError` `.imageInvalid` with qemu-img's reason.
-    static func info(_ file: URL) throws(AirlockError) -> Info {
-        let output = try run(["info", "--output=json", file.path], about: file)
+    static func info(_ file: URL, named name: URL? = nil) throws(AirlockError) -> Info {
+        let output = try run(["info", "--output=json", file.path], about: name ?? file)
         do {
             return try JSONDecoder().decode(Info.self, from: output)
         } catch {
             throw AirlockError(
-                .imageInvalid, "qemu-img could not describe '\(file.path)'",
+                .imageInvalid, "qemu-img could not describe '\((name ?? file).path)'",
                 cause: ManifestError(description: "\(error)"))
         }
     }
 
     /// Checks a qcow2 file's metadata for corruption (refcounts, tables
     /// pointing past the end of a truncated file).
-    static func check(_ file: URL) throws(AirlockError) {
-        _ = try run(["check", "-q", "-f", "qcow2", file.path], about: file, what: "is damaged")
+    static func check(_ file: URL, named name: URL? = nil) throws(AirlockError) {
+        _ = try run(["check", "-q", "-f", "qcow2", file.path], about: name ?? file, what: "is damaged")
     }
 
     /// Copies an image into a new, self-contained qcow2 file.
-    static func convert(_ source: URL, format: String, to target: URL) throws(AirlockError) {
+    static func convert(_ source: URL, format: String, to target: URL, named name: URL? = nil) throws(AirlockError) {
         _ = try run(
-            ["convert", "-q", "-f", format, "-O", "qcow2", source.path, target.path], about: source,
+            ["convert", "-q", "-f", format, "-O", "qcow2", source.path, target.path], about: name ?? source,
             what: "could not be converted to qcow2")
     }
 

@@ -187,6 +187,15 @@ extension Integration {
             #expect(overlay.status == 66, "\(overlay.stderrText)")
             #expect(overlay.stderrText.contains("is an overlay on '/etc/hostname'"), "\(overlay.stderrText)")
 
+            // So would an external data file.
+            let external = scratch.appendingPathComponent("external.qcow2")
+            try Images.qemuImg([
+                "create", "-q", "-f", "qcow2", "-o", "data_file=\(scratch.path)/data.raw", external.path, "64M",
+            ])
+            let data = try Images.image(["import", "bad", external.path])
+            #expect(data.status == 66, "\(data.stderrText)")
+            #expect(data.stderrText.contains("keeps its data in the external file"), "\(data.stderrText)")
+
             for name in ["../escape", "a/b", ".pool", ".."] {
                 let escaped = try Images.image(["import", name, random.path])
                 #expect(escaped.status == 64, "\(name): \(escaped.stderrText)")
