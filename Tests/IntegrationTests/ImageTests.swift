@@ -119,20 +119,27 @@ extension Integration {
 
         // MARK: - Cloud images
 
-        @Test("a cloud-init image built from Debian packages imports, boots from its disk, and takes the job's keys")
+        @Test("a cloud-init image built from Debian packages imports, boots from its disk, takes the job's keys, grows")
         func cloudImage() throws {
             let name = try Images.importCloud()
             let base = try Images.basePath(name)
             let before = try Images.hash(base)
             let outcome = try Harness.run(
                 [
-                    "--image", name, "--memory", "1G", "--workload", "examples/python-agent", "--", "sh", "-c",
-                    "hostname; id -u; python3 agent.py >/dev/null && cat out/result.json | head -c 1",
+                    "--image", name, "--memory", "1G", "--disk", "4G", "--workload", "examples/python-agent", "--",
+                    "sh", "-c",
+                    "hostname; id -u; df -B1 --output=size / | tail -n 1; python3 agent.py >/dev/null && head -c 1 out/result.json",
                 ])
             #expect(outcome.status == 0, "\(outcome.stderrText)")
             let result = try outcome.result()
             let jobID = try #require(result["jobID"] as? String)
-            #expect(outcome.stdoutText == "airlock-\(jobID)\n0\n{")
+            let lines = outcome.stdoutText.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(lines.count == 4, "\(outcome.stdoutText)")
+            #expect(lines.first == "airlock-\(jobID)" && lines.dropFirst().first == "0", "\(outcome.stdoutText)")
+            // cloud-init's growpart and resizefs filled the bigger disk.
+            let size = Int64(lines.count > 2 ? lines[2] : "") ?? 0
+            #expect(size > 3_500_000_000, "root file system is \(size) bytes")
+            #expect(lines.last == "{", "\(outcome.stdoutText)")
             try Harness.expectNothingLeft()
             #expect(try Images.hash(base) == before, "the base disk changed")
         }
