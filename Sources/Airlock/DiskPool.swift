@@ -82,6 +82,33 @@ struct DiskPool {
         }
     }
 
+    /// Checks that QEMU, running as its own user, can open a base disk by
+    /// its path: libvirt hands it the overlay but leaves the shared base
+    /// alone, so every folder above it must be searchable by others and the
+    /// file readable by others.
+    ///
+    /// - Throws: `AirlockError` `.hostUnavailable` naming the path that stops it.
+    static func checkReachable(_ base: URL) throws(AirlockError) {
+        var info = stat()
+        guard stat(base.path, &info) == 0, info.st_mode & S_IROTH != 0 else {
+            throw AirlockError(
+                .hostUnavailable, "QEMU cannot read the base disk '\(base.path)' (it must be readable by others)",
+                hint: "chmod o+r '\(base.path)', or rebuild or re-import the image")
+        }
+        var folder = base.deletingLastPathComponent()
+        while folder.path != "/" && !folder.path.isEmpty {
+            guard stat(folder.path, &info) == 0, info.st_mode & S_IXOTH != 0 else {
+                let mode = String(info.st_mode & 0o7777, radix: 8)
+                throw AirlockError(
+                    .hostUnavailable,
+                    "QEMU cannot reach the base disk '\(base.path)': the folder '\(folder.path)' (mode \(mode)) "
+                        + "does not let other users through",
+                    hint: "chmod o+x '\(folder.path)', or keep the state folder where QEMU's user can reach it")
+            }
+            folder = folder.deletingLastPathComponent()
+        }
+    }
+
     /// Deletes an overlay by path, through libvirt when its pool is active,
     /// else by unlinking the file. Only files named like overlays in a pool
     /// folder are touched. Returns whether it is gone.

@@ -104,6 +104,7 @@ extension JobRunner {
     func prepareMedia(image: Image, connection: Connection, jobFolder: URL, keys: GuestKeys) throws -> Media {
         var media = Media()
         if let base = image.diskURL {
+            try DiskPool.checkReachable(base.resolvingSymlinksInPath())
             let pool = DiskPool(catalog: spec.catalog)
             let storage = try pool.open(connection)
             var capacity = image.diskBytes ?? 0

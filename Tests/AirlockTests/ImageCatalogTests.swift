@@ -129,4 +129,27 @@ struct ImageCatalogTests {
             at: folder.appendingPathComponent("files/init"), to: folder.appendingPathComponent("init"))
         #expect(try ImageCatalog.recipeHash(of: folder) != second)
     }
+
+    @Test("a base disk behind a folder QEMU's user cannot pass is named before any guest starts")
+    func unreachableBase() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-home-\(UUID())")
+        let pool = folder.appendingPathComponent("images/.pool")
+        try FileManager.default.createDirectory(at: pool, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let base = pool.appendingPathComponent("base.qcow2")
+        try Data().write(to: base)
+        chmod(base.path, 0o444)
+        chmod(folder.path, 0o700)
+        do {
+            try DiskPool.checkReachable(base)
+            Issue.record("a base behind a 0700 folder passed")
+        } catch {
+            #expect(error.code == .hostUnavailable)
+            #expect(error.message.contains("the folder '\(folder.path)' (mode 700)"), "\(error.message)")
+        }
+        chmod(folder.path, 0o711)
+        try DiskPool.checkReachable(base)
+        chmod(base.path, 0o400)
+        #expect(throws: AirlockError.self) { try DiskPool.checkReachable(base) }
+    }
 }
