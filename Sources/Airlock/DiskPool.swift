@@ -84,20 +84,20 @@ struct DiskPool {
 
     /// Checks that QEMU, running as its own user, can open a base disk by
     /// its path: libvirt hands it the overlay but leaves the shared base
-    /// alone, so every folder above it must be searchable by others and the
-    /// file readable by others.
+    /// alone, so QEMU's user must be able to pass every folder above it and
+    /// read the file.
     ///
     /// - Throws: `AirlockError` `.hostUnavailable` naming the path that stops it.
     static func checkReachable(_ base: URL) throws(AirlockError) {
         var info = stat()
-        guard stat(base.path, &info) == 0, info.st_mode & S_IROTH != 0 else {
+        guard stat(base.path, &info) == 0, QEMUUser.canRead(info) else {
             throw AirlockError(
-                .hostUnavailable, "QEMU cannot read the base disk '\(base.path)' (it must be readable by others)",
-                hint: "chmod o+r '\(base.path)', or rebuild or re-import the image")
+                .hostUnavailable, "QEMU's user cannot read the base disk '\(base.path)'",
+                hint: "rebuild or re-import the image, which sets its owner and mode")
         }
         var folder = base.deletingLastPathComponent()
         while folder.path != "/" && !folder.path.isEmpty {
-            guard stat(folder.path, &info) == 0, info.st_mode & S_IXOTH != 0 else {
+            guard stat(folder.path, &info) == 0, QEMUUser.canSearch(info) else {
                 let mode = String(info.st_mode & 0o7777, radix: 8)
                 throw AirlockError(
                     .hostUnavailable,

@@ -40,6 +40,14 @@ public struct FloorBoot: Sendable {
         if accelerator == .kvm {
             arguments += ["-cpu", "host"]
         }
+        // Confined like libvirt's guests: QEMU's own user, no new privileges,
+        // no child processes. Images may come from anywhere.
+        arguments += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        if let account = QEMUUser.account, let entry = getpwuid(account.uid) {
+            arguments += ["-runas", String(cString: entry.pointee.pw_name)]
+        }
+        /// QEMU option values end at a comma; a comma in a path is written twice.
+        func option(_ path: String) -> String { path.replacingOccurrences(of: ",", with: ",,") }
         if let kernel = image.kernelURL, let initrd = image.initrdURL, let cmdline = image.cmdline {
             arguments += ["-kernel", kernel.path, "-initrd", initrd.path, "-append", cmdline]
         }
@@ -47,22 +55,25 @@ public struct FloorBoot: Sendable {
         if let base = image.diskURL {
             let overlay = scratch.appendingPathComponent("disk.qcow2")
             try QEMUImage.createOverlay(overlay, base: base)
+            giveToQEMU(overlay)
             disks.append((overlay.path, "qcow2", false))
         }
         switch image.keyInjection {
         case .fwcfg:
             let file = scratch.appendingPathComponent("keys")
             try keys.write(to: file)
-            arguments += ["-fw_cfg", "name=opt/airlock/keys,file=\(file.path)"]
+            giveToQEMU(file)
+            arguments += ["-fw_cfg", "name=opt/airlock/keys,file=\(option(file.path))"]
         case .cloudInit:
             let seed = scratch.appendingPathComponent("seed.iso")
             try CloudInitSeed(jobID: "floor\(port)", keys: keys, lifetimeSeconds: 900).write(to: seed)
+            giveToQEMU(seed)
             disks.append((seed.path, "raw", true))
         }
         for (index, disk) in disks.enumerated() {
             arguments += [
                 "-drive",
-                "file=\(disk.path),if=none,id=disk\(index),format=\(disk.format)\(disk.readOnly ? ",readonly=on" : "")",
+                "file=\(option(disk.path)),if=none,id=disk\(index),format=\(disk.format)\(disk.readOnly ? ",readonly=on" : "")",
                 "-device",
                 String(format: "virtio-blk-pci,drive=disk%d,bus=pcie.0,addr=0x%02x", index, 0x12 + index)
                     + (index == 0 && image.kernel == nil ? ",bootindex=1" : ""),
@@ -86,6 +97,13 @@ public struct FloorBoot: Sendable {
         try waitForLine(ConsoleWatcher.readyLine, on: console.fileHandleForReading.fileDescriptor, deadline: deadline)
         try readBanner(port: port, deadline: deadline)
         return (ContinuousClock.now - start).inSeconds
+    }
+
+    /// Hands a scratch file to QEMU's user, as libvirt does for its guests.
+    private func giveToQEMU(_ file: URL) {
+        if let account = QEMUUser.account {
+            _ = chown(file.path, account.uid, account.gid)
+        }
     }
 
     private func waitForLine(_ line: String, on fd: Int32, deadline: ContinuousClock.Instant) throws {

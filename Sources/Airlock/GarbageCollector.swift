@@ -109,17 +109,56 @@ public struct GarbageCollector: Sendable {
         for jobID in folders.sorted() {
             let folder = runFolder.appendingPathComponent(jobID)
             guard !JobOwner.isAlive(in: folder) else { continue }
-            if let overlay = JobOwner.removeOverlay(in: folder, connection: connection) {
-                report.disks.append(overlay)
+            switch JobOwner.removeOverlay(in: folder, connection: connection) {
+            case .removed(let overlay): report.disks.append(overlay)
+            case .failed: continue  // The folder names it: keep the folder for the next pass.
+            case .none: break
             }
             if (try? FileManager.default.removeItem(at: folder)) != nil {
                 report.folders.append(folder.path)
             }
         }
+        report.disks += sweepOrphanOverlays(connection, domains: Set(domains.map(\.name)))
+        sweepStalePools(connection)
         if let queue {
             report.snapshots = sweepSnapshots(queue)
         }
         return report
+    }
+
+    /// Removes overlays in this state folder's pool that no job folder
+    /// names and no guest uses: left by a process that died after removing
+    /// its folder, or by a folder removed by hand. Young ones are left
+    /// alone, and so is any whose job still has a domain (a job of another
+    /// state folder sharing the images).
+    private func sweepOrphanOverlays(_ connection: Connection, domains: Set<String>) -> [String] {
+        let pool = DiskPool(catalog: ImageCatalog(root: stateFolder.appendingPathComponent("images")))
+        let runFolder = JobOwner.runFolder(in: stateFolder)
+        var removed: [String] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: pool.folder.path)) ?? []
+        where name.hasPrefix("airlock-") && name.hasSuffix(".qcow2") {
+            let jobID = String(name.dropFirst("airlock-".count).dropLast(".qcow2".count))
+            let path = pool.folder.appendingPathComponent(name).path
+            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+            let age = Date().timeIntervalSince(attributes?[.modificationDate] as? Date ?? Date())
+            guard age > 60, !domains.contains("airlock-\(jobID)"),
+                !FileManager.default.fileExists(atPath: runFolder.appendingPathComponent(jobID).path)
+            else { continue }
+            if DiskPool.removeOverlay(path: path, connection: connection) {
+                removed.append(path)
+            }
+        }
+        return removed
+    }
+
+    /// Stops Airlock's storage pools whose folder is gone (a state folder
+    /// removed, a test's scratch): libvirt keeps a transient pool until then.
+    private func sweepStalePools(_ connection: Connection) {
+        for pool in (try? connection.allStoragePools()) ?? [] where pool.name.hasPrefix("airlock-") {
+            guard let path = try? pool.targetPath(), !FileManager.default.fileExists(atPath: path) else { continue }
+            try? pool.destroy()
+            logger.info("stopped a storage pool whose folder is gone", metadata: ["pool.name": pool.name])
+        }
     }
 
     /// Removes snapshots that no unfinished job uses. Young ones are left
@@ -150,15 +189,21 @@ enum JobOwner {
     /// The file naming the job's disk overlay, written before the overlay is made.
     static let overlayFile = "overlay"
 
-    /// Removes the overlay a job folder names, if any; its path when it was removed.
-    static func removeOverlay(in folder: URL, connection: Connection?) -> String? {
+    /// What became of the overlay a job folder names.
+    enum OverlayRemoval {
+        case removed(String)
+        case failed(String)
+    }
+
+    /// Removes the overlay a job folder names, if any (nil when it names none).
+    static func removeOverlay(in folder: URL, connection: Connection?) -> OverlayRemoval? {
         guard let text = try? String(contentsOf: folder.appendingPathComponent(overlayFile), encoding: .utf8)
         else { return nil }
         let path = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard URL(fileURLWithPath: path).lastPathComponent == DiskPool.overlayName(jobID: folder.lastPathComponent),
             FileManager.default.fileExists(atPath: path)
         else { return nil }
-        return DiskPool.removeOverlay(path: path, connection: connection) ? path : nil
+        return DiskPool.removeOverlay(path: path, connection: connection) ? .removed(path) : .failed(path)
     }
 
     /// The folder that holds one folder per job while it runs.

@@ -120,7 +120,8 @@ public struct ImageCatalog: Sendable {
             let list = known.isEmpty ? "none are built" : "known images: \(known.joined(separator: ", "))"
             throw AirlockError(
                 .notFound, "unknown image '\(name)' in '\(root.path)' (\(list))",
-                hint: "build one with 'airlock image build \(name)' or import a disk with 'airlock image import'")
+                hint: "see 'airlock image ls'; build an image with 'airlock image build NAME' or import a disk "
+                    + "with 'airlock image import NAME FILE'")
         }
         var image = try Self.decodeManifest(data, of: name, at: manifestURL)
         image.folder = folder
@@ -177,9 +178,10 @@ public struct ImageCatalog: Sendable {
     }
 
     /// Image names are single path components made of safe characters, and
-    /// never start with a dot (the catalog's own folders do).
+    /// never start with a dot (the catalog's own folders do) or `airlock-`
+    /// (the jobs' overlays in the pool do).
     public static func isValidName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 64 && !name.hasPrefix(".")
+        !name.isEmpty && name.count <= 64 && !name.hasPrefix(".") && !name.hasPrefix("airlock-")
             && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
     }
 
@@ -187,7 +189,8 @@ public struct ImageCatalog: Sendable {
         guard isValidName(name) else {
             throw AirlockError(
                 .invalidArgument, "'\(name)' is not a valid image name",
-                hint: "image names are up to 64 letters, digits, '.', '_' and '-', and do not start with '.'")
+                hint: "image names are up to 64 letters, digits, '.', '_' and '-', and start with neither '.' "
+                    + "nor 'airlock-'")
         }
     }
 }

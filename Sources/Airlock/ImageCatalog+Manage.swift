@@ -57,13 +57,15 @@ extension ImageCatalog {
     ///   - recipes: The folder holding one folder per recipe.
     ///   - force: Build even when the recipe is unchanged.
     ///   - connectURI: The libvirt host whose pool receives the base disk.
+    ///   - isCancelled: Asked between steps; true stops the build.
     ///   - started: Told the recipe's PID, so that a signal can be passed on.
     /// - Returns: Whether the image was built or already up to date.
     /// - Throws: `AirlockError`: `.notFound` for an unknown recipe,
     ///   `.guestFailed` when the recipe fails, `.cancelled` when it was
     ///   interrupted, `.imageInvalid` when its output is not a whole image.
     public func build(
-        _ name: String, recipes: URL, force: Bool, connectURI: String, started: (pid_t) -> Void = { _ in }
+        _ name: String, recipes: URL, force: Bool, connectURI: String, isCancelled: () -> Bool = { false },
+        started: (pid_t) -> Void = { _ in }
     ) throws(AirlockError) -> BuildOutcome {
         try Self.checkName(name)
         let recipe = recipes.appendingPathComponent(name)
@@ -90,8 +92,8 @@ extension ImageCatalog {
         let pid = try Spawn.start("/bin/sh", ["sh", script.path, staging.path], output: nil, newProcessGroup: false)
         started(pid)
         let status = Spawn.wait(pid)
-        guard status == 0 else {
-            if status == 130 || status == 128 + SIGTERM {
+        guard status == 0, !isCancelled() else {
+            if isCancelled() || status == 130 || status == 128 + SIGTERM || status == 128 + SIGINT {
                 throw AirlockError(.cancelled, "the build of image '\(name)' was interrupted")
             }
             throw AirlockError(
@@ -116,7 +118,7 @@ extension ImageCatalog {
                 throw AirlockError(.imageInvalid, "the recipe of image '\(name)' names a disk outside its folder")
             }
             let staged = staging.appendingPathComponent(disk)
-            let published = try publishDisk(staged, of: name, move: true)
+            let published = try publishDisk(staged, of: name, move: true, isCancelled: isCancelled)
             image.disk = published.volume
             image.diskBytes = published.bytes
         }
@@ -131,16 +133,20 @@ extension ImageCatalog {
     ///   `replace` is off; `.imageInvalid` for a file that is not a whole,
     ///   self-contained disk image.
     public func importDisk(
-        _ name: String, file: URL, options: ImportOptions = ImportOptions(), replace: Bool, connectURI: String
+        _ name: String, file: URL, options: ImportOptions = ImportOptions(), replace: Bool, connectURI: String,
+        isCancelled: () -> Bool = { false }
     ) throws(AirlockError) -> Image {
         try Self.checkName(name)
         var info = stat()
-        guard stat(file.path, &info) == 0 else {
+        guard lstat(file.path, &info) == 0 else {
             throw AirlockError(.notFound, "cannot read disk image '\(file.path)'", cause: POSIXFailure())
         }
         guard info.st_mode & S_IFMT == S_IFREG else {
             throw AirlockError(
-                .invalidArgument, "'\(file.path)' is not a regular file", hint: "give a qcow2 or raw disk image file")
+                .invalidArgument,
+                info.st_mode & S_IFMT == S_IFLNK
+                    ? "'\(file.path)' is a symbolic link" : "'\(file.path)' is not a regular file",
+                hint: "give the path of the qcow2 or raw disk image file itself")
         }
         guard options.minimumMemoryMiB >= 64 else {
             throw AirlockError(.invalidArgument, "a minimum memory of \(options.minimumMemoryMiB) MiB is too little")
@@ -158,7 +164,7 @@ extension ImageCatalog {
         }
         let staging = try makeStaging(name)
         defer { try? FileManager.default.removeItem(at: staging) }
-        let published = try publishDisk(file, of: name, move: false)
+        let published = try publishDisk(file, of: name, move: false, isCancelled: isCancelled)
         let image = Image(
             name: name, boot: .disk, kernel: nil, initrd: nil, disk: published.volume, diskBytes: published.bytes,
             cmdline: nil, sshUser: options.sshUser, keyInjection: .cloudInit,
@@ -187,7 +193,7 @@ extension ImageCatalog {
             guard users.isEmpty else {
                 throw AirlockError(
                     .invalidState, "image '\(name)' is in use by job \(users.joined(separator: ", "))",
-                    hint: "wait for the jobs to end, or cancel them")
+                    hint: "try again when the jobs have ended ('airlock cancel ID' stops a queued job)")
             }
         }
         let trash = root.appendingPathComponent(".removed-\(name)-\(UInt32.random(in: 0...UInt32.max))")
@@ -208,7 +214,6 @@ extension ImageCatalog {
         } catch {
             throw AirlockError(.internalError, "cannot create '\(staging.path)'", cause: error)
         }
-        _ = chmod(root.path, 0o755)
         _ = chmod(staging.path, 0o755)
         return staging
     }
@@ -221,9 +226,12 @@ extension ImageCatalog {
     ///   - name: The image it is for; it begins the volume's name.
     ///   - move: Take a qcow2 file as it is (a recipe's own output) rather
     ///     than copying it.
+    ///   - isCancelled: Asked between steps; true stops the change.
     /// - Returns: The volume name and the size the guest sees.
     /// - Throws: `AirlockError` `.imageInvalid` for a file that cannot be a base disk.
-    private func publishDisk(_ file: URL, of name: String, move: Bool) throws(AirlockError) -> (
+    private func publishDisk(
+        _ file: URL, of name: String, move: Bool, isCancelled: () -> Bool
+    ) throws(AirlockError) -> (
         volume: String, bytes: Int64
     ) {
         let pool = DiskPool(catalog: self)
@@ -238,11 +246,12 @@ extension ImageCatalog {
         var source = file
         if !move {
             source = pool.folder.appendingPathComponent(".incoming-source-\(UInt32.random(in: 0...UInt32.max))")
-            try Self.copy(file, to: source)
+            try Self.copy(file, to: source, isCancelled: isCancelled)
         }
         defer {
             if !move { unlink(source.path) }
         }
+        try Self.checkCancelled(isCancelled, name)
         let info = try QEMUImage.info(source, named: file)
         guard info.format == "qcow2" || info.format == "raw" else {
             throw AirlockError(
@@ -287,13 +296,14 @@ extension ImageCatalog {
         } else {
             try QEMUImage.convert(source, format: info.format, to: incoming, named: file)
         }
+        try Self.checkCancelled(isCancelled, name)
         let hash = try Digest.sha256(files: [incoming])
         let volume = "\(name)-\(hash.dropFirst("sha256:".count).prefix(16)).qcow2"
         let target = pool.folder.appendingPathComponent(volume)
         guard rename(incoming.path, target.path) == 0 else {
             throw AirlockError(.internalError, "cannot place the base disk '\(target.path)'", cause: POSIXFailure())
         }
-        _ = chmod(target.path, 0o444)
+        QEMUUser.protectBase(target)
         return (volume, info.virtualSize)
     }
 
@@ -308,20 +318,76 @@ extension ImageCatalog {
         let sector = (try? handle.read(upToCount: 512)) ?? Data()
         guard sector.count == 512, sector[510] == 0x55, sector[511] == 0xAA else {
             throw AirlockError(
-                .imageInvalid, "'\(file.path)' is not a bootable disk (no boot signature in its first sector)",
-                hint: "import the whole disk image, not a partition or a truncated copy")
+                .imageInvalid,
+                "'\(file.path)' is not a bootable disk: neither a qcow2 image nor a raw disk with a boot sector",
+                hint: "import a qcow2 or raw image of a whole disk (not a partition, not a truncated copy)")
         }
     }
 
-    /// Copies a file (following a link to it), keeping its holes.
-    private static func copy(_ file: URL, to target: URL) throws(AirlockError) {
-        let pid = try Spawn.start("/bin/cp", ["cp", "--sparse=always", "--dereference", "--", file.path, target.path])
-        let status = Spawn.wait(pid)
-        guard status == 0 else {
-            unlink(target.path)
-            throw AirlockError(.imageInvalid, "cannot copy '\(file.path)' (cp exited with status \(status))")
+    /// Copies a regular file, keeping its holes. The file is opened once,
+    /// without following a link and without blocking on a FIFO, and must
+    /// be a regular file then; its size then is all that is read.
+    private static func copy(_ file: URL, to target: URL, isCancelled: () -> Bool) throws(AirlockError) {
+        let source = open(file.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard source >= 0 else {
+            throw AirlockError(.invalidArgument, "cannot open '\(file.path)'", cause: POSIXFailure())
         }
-        _ = chmod(target.path, 0o600)
+        defer { close(source) }
+        var info = stat()
+        guard fstat(source, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            throw AirlockError(
+                .invalidArgument, "'\(file.path)' is not a regular file",
+                hint: "give the path of the qcow2 or raw disk image file itself")
+        }
+        let output = open(target.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard output >= 0 else {
+            throw AirlockError(.internalError, "cannot create '\(target.path)'", cause: POSIXFailure())
+        }
+        defer { close(output) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var left = Int64(info.st_size)
+        while left > 0 {
+            try checkCancelled(isCancelled, file.lastPathComponent)
+            let count = read(source, &buffer, Int(min(Int64(buffer.count), left)))
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                throw AirlockError(.imageInvalid, "cannot read '\(file.path)'", cause: POSIXFailure())
+            }
+            left -= Int64(count)
+            // Runs of zeros become holes, as they are in most disk images.
+            if buffer[0..<count].allSatisfy({ $0 == 0 }) {
+                lseek(output, off_t(count), SEEK_CUR)
+                continue
+            }
+            var done = 0
+            while done < count {
+                let written = buffer[done..<count].withUnsafeBytes { write(output, $0.baseAddress, $0.count) }
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else {
+                    throw AirlockError(.internalError, "cannot write '\(target.path)'", cause: POSIXFailure())
+                }
+                done += written
+            }
+        }
+        guard ftruncate(output, info.st_size) == 0 else {
+            throw AirlockError(.internalError, "cannot write '\(target.path)'", cause: POSIXFailure())
+        }
+    }
+
+    /// Linux's renameat2 with RENAME_EXCHANGE (which Swift's Glibc does not
+    /// export): swaps two paths at once. False where it is not available.
+    private static func exchange(_ first: URL, _ second: URL) -> Bool {
+        typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+        guard let symbol = dlsym(nil, "renameat2") else { return false }
+        let renameat2 = unsafeBitCast(symbol, to: RenameAt2.self)
+        let renameExchange: UInt32 = 1 << 1
+        return renameat2(AT_FDCWD, first.path, AT_FDCWD, second.path, renameExchange) == 0
+    }
+
+    private static func checkCancelled(_ isCancelled: () -> Bool, _ what: String) throws(AirlockError) {
+        if isCancelled() {
+            throw AirlockError(.cancelled, "the change of image '\(what)' was interrupted; nothing was changed")
+        }
     }
 
     /// Moves a finished image into place, replacing any old one.
@@ -345,12 +411,15 @@ extension ImageCatalog {
         let folder = root.appendingPathComponent(image.name)
         let replaced = (try? self.image(named: image.name))?.disk
         let old = root.appendingPathComponent(".old-\(image.name)-\(UInt32.random(in: 0...UInt32.max))")
-        if FileManager.default.fileExists(atPath: folder.path) {
-            guard rename(folder.path, old.path) == 0 else {
-                throw AirlockError(.internalError, "cannot replace '\(folder.path)'", cause: POSIXFailure())
-            }
-        }
-        guard rename(staging.path, folder.path) == 0 else {
+        // One exchange, so that a job starting now finds the old image or
+        // the new one; the old one is then in the staging folder's place.
+        if FileManager.default.fileExists(atPath: folder.path), Self.exchange(staging, folder) {
+            try? FileManager.default.removeItem(at: staging)
+        } else if FileManager.default.fileExists(atPath: folder.path)
+            && rename(folder.path, old.path) != 0
+        {
+            throw AirlockError(.internalError, "cannot replace '\(folder.path)'", cause: POSIXFailure())
+        } else if rename(staging.path, folder.path) != 0 {
             let failure = POSIXFailure()
             _ = rename(old.path, folder.path)
             throw AirlockError(.internalError, "cannot move the new image to '\(folder.path)'", cause: failure)
@@ -375,20 +444,31 @@ extension ImageCatalog {
     private func sweepBases(connection: Connection, keep: String? = nil) {
         let pool = DiskPool(catalog: self)
         guard let storage = try? pool.open(connection) else { return }
-        // Manifests are read as they are: a broken image still owns its disk.
-        var named = Set(
-            names().compactMap { name -> String? in
-                let file = root.appendingPathComponent("\(name)/manifest.json")
-                guard let data = FileManager.default.contents(atPath: file.path) else { return nil }
-                return try? Self.decodeManifest(data, of: name, at: file).disk
-            })
+        // Manifests are read as they are: a broken image still owns its
+        // disk, and while any manifest cannot be read, nothing is removed.
+        var named: Set<String> = []
+        for name in names() {
+            let file = root.appendingPathComponent("\(name)/manifest.json")
+            guard let data = FileManager.default.contents(atPath: file.path),
+                let manifest = try? Self.decodeManifest(data, of: name, at: file)
+            else {
+                try? storage.refresh()
+                return
+            }
+            if let disk = manifest.disk {
+                named.insert(disk)
+            }
+        }
         if let keep {
             named.insert(keep)
         }
         let files = (try? FileManager.default.contentsOfDirectory(atPath: pool.folder.path)) ?? []
         for file in files where !file.hasPrefix(".") && !file.hasPrefix("airlock-") && !named.contains(file) {
-            let path = pool.folder.appendingPathComponent(file).resolvingSymlinksInPath()
-            if pool.jobs(using: path, in: storage).isEmpty {
+            let path = pool.folder.appendingPathComponent(file)
+            var info = stat()
+            if lstat(path.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
+                pool.jobs(using: path.resolvingSymlinksInPath(), in: storage).isEmpty
+            {
                 unlink(path.path)
             }
         }
@@ -406,18 +486,35 @@ extension ImageCatalog {
 struct CatalogLock {
     private let fd: Int32
 
+    /// Takes the lock, making the catalog folder if needed, and removes
+    /// what an earlier change left when it was killed: with the lock held,
+    /// no other change is under way.
     init(catalog: ImageCatalog) throws(AirlockError) {
-        do {
-            try FileManager.default.createDirectory(at: catalog.root, withIntermediateDirectories: true)
-        } catch {
-            throw AirlockError(.internalError, "cannot create the image folder '\(catalog.root.path)'", cause: error)
+        if !FileManager.default.fileExists(atPath: catalog.root.path) {
+            do {
+                try FileManager.default.createDirectory(at: catalog.root, withIntermediateDirectories: true)
+            } catch {
+                throw AirlockError(
+                    .internalError, "cannot create the image folder '\(catalog.root.path)'", cause: error)
+            }
+            // QEMU's user passes through to the kernels and the pool.
+            _ = chmod(catalog.root.path, 0o755)
         }
         let path = catalog.root.appendingPathComponent(".lock").path
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
             throw AirlockError(.internalError, "cannot open the image lock '\(path)'", cause: POSIXFailure())
         }
         while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        Self.removeScratch(in: catalog.root, prefixes: [".staging-", ".old-", ".removed-"])
+        Self.removeScratch(in: catalog.poolFolder, prefixes: [".incoming-"])
+    }
+
+    private static func removeScratch(in folder: URL, prefixes: [String]) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        where prefixes.contains(where: { name.hasPrefix($0) }) {
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+        }
     }
 
     func release() {

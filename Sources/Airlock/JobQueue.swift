@@ -66,6 +66,12 @@ public struct JobQueue: Sendable {
                 try request.validate()
                 let image = try catalog.image(named: request.spec.image)
                 try image.checkFits(request.spec)
+                if let refusal = capacity.refusal(vcpus: request.spec.vcpus, memoryMiB: request.spec.memoryMiB) {
+                    throw AirlockError(
+                        .invalidArgument, "the job can never run: \(refusal)",
+                        hint:
+                            "ask for less, or run the controller with a higher --cpu-overcommit or --memory-overcommit")
+                }
             } catch {
                 throw source.map { error.within($0) } ?? error
             }

@@ -119,6 +119,8 @@ public enum ExitCode {
     public static let imageInvalid: Int32 = 66
     public static let hostUnavailable: Int32 = 69
     public static let internalError: Int32 = 70
+    /// Not now: jobs are unfinished, or a thing is in use.
+    public static let tryLater: Int32 = 75
     public static let timedOut: Int32 = 124
     public static let jobFailed: Int32 = 125
     public static let canceled: Int32 = 130

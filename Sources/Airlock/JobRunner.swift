@@ -107,6 +107,13 @@ public final class JobRunner: @unchecked Sendable {
         let connection = try Connection.airlock(uri: spec.connectURI)
         defer { connection.close() }
         let plan = try acceleratorPlan(connection)
+        if let node = try? connection.nodeInfo(), Int64(spec.memoryMiB) * 1024 > node.memoryKiB {
+            throw AirlockError(
+                .invalidArgument,
+                "the job asks for \(Sizes.format(Int64(spec.memoryMiB) << 20)) of memory; host '\(connection.uri)' has "
+                    + Sizes.format(node.memoryKiB << 10),
+                hint: "lower --memory")
+        }
 
         // 2. From here on, every path ends in `cleanUp` and writes result.json.
         var result = JobResult(

@@ -106,8 +106,15 @@ enum QEMUImage {
         let message = String(decoding: errorText.finish(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         guard process.terminationStatus == 0 else {
+            // A damaged image can make qemu-img list thousands of errors: the first few say enough.
+            let lines = message.split(separator: "\n")
+            var said = lines.prefix(4).map { String($0.prefix(300)) }.joined(separator: "\n")
+            if lines.count > 4 {
+                said += "\n(\(lines.count - 4) more lines from qemu-img)"
+            }
             throw AirlockError(
-                .imageInvalid, "'\(file.path)' \(what)" + (message.isEmpty ? "" : ": \(message)"))
+                .imageInvalid, "'\(file.path)' \(what)" + (said.isEmpty ? "" : ": \(said)"),
+                hint: "check the file with: qemu-img check '\(file.path)'")
         }
         return data
     }

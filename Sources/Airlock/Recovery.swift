@@ -81,8 +81,14 @@ public struct Recovery: Sendable {
 
         // 2. Its files: the run folder (keys), and the partial results.
         let runFolder = JobOwner.runFolder(in: queue.stateFolder).appendingPathComponent(job.id)
-        _ = JobOwner.removeOverlay(in: runFolder, connection: try? Connection(uri: host))
-        try? FileManager.default.removeItem(at: runFolder)
+        if case .failed(let overlay) = JobOwner.removeOverlay(in: runFolder, connection: try? Connection(uri: host)) {
+            // The folder keeps naming it, so that gc removes it later.
+            logger.warning(
+                "cannot remove the disk overlay of a job whose process died; gc will",
+                metadata: ["job.id": job.id, "disk.path": overlay])
+        } else {
+            try? FileManager.default.removeItem(at: runFolder)
+        }
         FileTree.removeIfPossible(queue.resultsFolder(of: job.id))
 
         // 3. Again, or the end.

@@ -46,9 +46,16 @@ struct ArgumentReader {
     /// The value of an option: its inline `=value` or the next argument.
     mutating func value(for name: String, inline: String?) throws(UsageError) -> String {
         if let inline { return inline }
-        guard let value = remaining.popFirst() else {
+        guard let value = remaining.first else {
             throw UsageError("option '\(name)' needs a value")
         }
+        // `--state-dir --force` is a forgotten value, not a folder named "--force".
+        if value.hasPrefix("--") && value.count > 2 {
+            throw UsageError(
+                "option '\(name)' needs a value, but the next argument is the option '\(value)'",
+                hint: "give the value, or write \(name)=\(value) if that really is the value")
+        }
+        remaining.removeFirst()
         return value
     }
 

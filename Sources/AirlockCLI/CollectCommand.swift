@@ -127,7 +127,7 @@ struct CollectCommand {
             Output.note(
                 "airlock: \(pending.count) of \(ids.count) jobs are not finished; "
                     + "collect again later, or wait with --wait")
-            return 75
+            return ExitCode.tryLater
         }
         if batch == nil, let jobID = ids.first {
             return queue.result(of: jobID)?.processExitCode ?? ExitCode.jobFailed

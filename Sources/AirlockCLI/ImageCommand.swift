@@ -30,7 +30,12 @@ struct ImageCommand {
         and hand it their keys, host key and hostname in a NoCloud seed.
         --force replaces an image of the same name.
 
-        rm refuses while a job runs on the image.
+        rm refuses while a job runs on the image's disk (a job on an image
+        without a disk has read all it needs once it has started).
+
+        Exit status: 0 done; 64 bad usage or name; 66 the file or the image is
+        not usable; 69 libvirt unreachable; 75 the image is in use, try later;
+        125 the recipe failed; 130 interrupted.
 
         Options:
           --state-dir DIR     Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
@@ -106,14 +111,28 @@ struct ImageCommand {
     }
 
     func run(signals: SignalRelay) throws -> Int32 {
+        do {
+            return try perform(signals: signals)
+        } catch let error as AirlockError where error.code == .invalidState {
+            // In use: nothing is wrong, but not now.
+            var text = "Error: \(error.description)"
+            if let hint = error.hint { text += "\n\(hint)" }
+            Output.note(text)
+            return ExitCode.tryLater
+        }
+    }
+
+    private func perform(signals: SignalRelay) throws -> Int32 {
+        let stop = StopFlag()
+        signals.onFirst = { stop.set() }
         switch action {
         case "ls": return list()
         case "inspect": return try inspect(names[0])
-        case "build": return try build(names[0], signals: signals)
+        case "build": return try build(names[0], signals: signals, stop: stop)
         case "import":
             let image = try catalog.importDisk(
                 names[0], file: URL(fileURLWithPath: names[1]), options: options, replace: force,
-                connectURI: connectURI)
+                connectURI: connectURI, isCancelled: stop.isSet)
             print(
                 "imported image \(image.name) (\(image.diskBytes.map(Sizes.format) ?? "?") disk, \(image.contentHash))")
             return 0
@@ -162,7 +181,12 @@ struct ImageCommand {
         return 0
     }
 
-    private func build(_ name: String, signals: SignalRelay) throws -> Int32 {
+    private func build(_ name: String, signals: SignalRelay, stop: StopFlag) throws -> Int32 {
+        guard ImageCatalog.isValidName(name) else {
+            throw UsageError(
+                "'\(Terminal.escape(name))' is not a valid image name",
+                hint: "image names are letters, digits, '.', '_' and '-'")
+        }
         guard let recipes = recipes ?? Self.findRecipes(name) else {
             throw UsageError(
                 "cannot find the recipe folder for image '\(name)'",
@@ -170,10 +194,13 @@ struct ImageCommand {
         }
         // Ctrl-C reaches the recipe through the terminal; SIGTERM is passed on.
         let child = ChildSlot()
-        signals.onFirst = { child.signal(SIGTERM) }
-        let outcome = try catalog.build(name, recipes: recipes, force: force, connectURI: connectURI) {
-            child.set($0)
+        signals.onFirst = {
+            stop.set()
+            child.signal(SIGTERM)
         }
+        let outcome = try catalog.build(
+            name, recipes: recipes, force: force, connectURI: connectURI, isCancelled: stop.isSet
+        ) { child.set($0) }
         switch outcome {
         case .upToDate(let image):
             print("image \(name) is up to date (recipe \(image.recipeHash ?? "?")); --force rebuilds it")
@@ -234,5 +261,20 @@ private final class ChildSlot: @unchecked Sendable {
         if pid > 0 {
             kill(pid, number)
         }
+    }
+}
+
+/// Set once by a signal handler, read by the work it stops.
+private final class StopFlag: @unchecked Sendable {
+    // @unchecked: the flag is behind the lock.
+    private let lock = NSLock()
+    private var stopped = false
+
+    func set() {
+        lock.withLock { stopped = true }
+    }
+
+    @Sendable func isSet() -> Bool {
+        lock.withLock { stopped }
     }
 }

@@ -29,6 +29,21 @@ public final class StoragePool: @unchecked Sendable {
         virStoragePoolIsActive(handle) == 1
     }
 
+    /// The folder of a directory pool, from its XML description.
+    public func targetPath() throws(LibvirtError) -> String? {
+        let raw = try check(virStoragePoolGetXMLDesc(handle, 0))
+        defer { free(raw) }
+        let xml = String(cString: raw)
+        guard let target = xml.range(of: "<target>"),
+            let start = xml.range(of: "<path>", range: target.upperBound..<xml.endIndex),
+            let end = xml.range(of: "</path>", range: start.upperBound..<xml.endIndex)
+        else { return nil }
+        return String(xml[start.upperBound..<end.lowerBound])
+            .replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&apos;", with: "'").replacingOccurrences(of: "&quot;", with: "\"")
+            .replacingOccurrences(of: "&amp;", with: "&")
+    }
+
     /// Rescans the pool's target so that files placed there become volumes.
     public func refresh() throws(LibvirtError) {
         try check(virStoragePoolRefresh(handle, 0))
@@ -166,6 +181,20 @@ extension Connection {
             throw error
         }
         return StorageVolume(raw, connection: self)
+    }
+
+    /// Every storage pool libvirt knows, active or not.
+    public func allStoragePools() throws(LibvirtError) -> [StoragePool] {
+        var list: UnsafeMutablePointer<OpaquePointer?>?
+        let count = try check(virConnectListAllStoragePools(try pointer(), &list, 0))
+        defer { free(list) }
+        var pools: [StoragePool] = []
+        for index in 0..<Int(count) {
+            if let raw = list?[index] {
+                pools.append(StoragePool(raw, connection: self))
+            }
+        }
+        return pools
     }
 
     /// Creates and starts a transient storage pool from its XML description.

@@ -117,6 +117,37 @@ extension Integration {
             try Harness.expectNothingLeft()
         }
 
+        @Test("gc removes an old overlay no job folder names, and stops a pool whose folder is gone")
+        func gcSweepsPool() throws {
+            // An overlay whose job folder went away by hand, made two minutes ago.
+            let orphan = Images.catalog.appendingPathComponent(".pool/airlock-0123456789ff.qcow2")
+            try Images.qemuImg([
+                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", try Images.basePath("debian").path, orphan.path,
+            ])
+            var times = [timeval(tv_sec: time(nil) - 120, tv_usec: 0), timeval(tv_sec: time(nil) - 120, tv_usec: 0)]
+            utimes(orphan.path, &times)
+            // A young one is left alone: its job may be starting.
+            let young = Images.catalog.appendingPathComponent(".pool/airlock-0123456789fe.qcow2")
+            try Data().write(to: young)
+            defer { unlink(young.path) }
+
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-pool-\(UUID())")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let connection = try Connection(uri: "qemu:///system")
+            defer { connection.close() }
+            let name = "airlock-test\(UInt32.random(in: 0...UInt32.max))"
+            _ = try connection.createStoragePool(
+                xml: "<pool type='dir'><name>\(name)</name><target><path>\(folder.path)</path></target></pool>")
+            try FileManager.default.removeItem(at: folder)
+
+            let gc = try Harness.invoke(["gc"], results: FileManager.default.temporaryDirectory)
+            #expect(gc.status == 0, "\(gc.stderrText)")
+            #expect(gc.stdoutText.contains("removed disk overlay \(orphan.path)"), "\(gc.stdoutText)")
+            #expect(!FileManager.default.fileExists(atPath: orphan.path))
+            #expect(FileManager.default.fileExists(atPath: young.path))
+            #expect(try connection.storagePool(named: name) == nil, "the stale pool is still there")
+        }
+
         // MARK: - Cloud images
 
         @Test("a cloud-init image built from Debian packages imports, boots from its disk, takes the job's keys, grows")
