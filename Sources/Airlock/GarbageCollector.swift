@@ -28,6 +28,8 @@ public struct GarbageCollector: Sendable {
         public var folders: [String] = []
         /// Job disk overlays removed.
         public var disks: [String] = []
+        /// Storage pools stopped because their folder is gone.
+        public var pools: [String] = []
         /// Stored jobs whose process died, put back in the queue.
         public var requeued: [String] = []
         /// Stored jobs whose process died, ended as lost or canceled.
@@ -57,6 +59,7 @@ public struct GarbageCollector: Sendable {
         report.domains += swept.domains
         report.folders = swept.folders
         report.disks = swept.disks
+        report.pools = swept.pools
         report.snapshots = swept.snapshots
         return report
     }
@@ -119,7 +122,7 @@ public struct GarbageCollector: Sendable {
             }
         }
         report.disks += sweepOrphanOverlays(connection, domains: Set(domains.map(\.name)))
-        sweepStalePools(connection)
+        report.pools = sweepStalePools(connection)
         if let queue {
             report.snapshots = sweepSnapshots(queue)
         }
@@ -153,12 +156,15 @@ public struct GarbageCollector: Sendable {
 
     /// Stops Airlock's storage pools whose folder is gone (a state folder
     /// removed, a test's scratch): libvirt keeps a transient pool until then.
-    private func sweepStalePools(_ connection: Connection) {
+    private func sweepStalePools(_ connection: Connection) -> [String] {
+        var stopped: [String] = []
         for pool in (try? connection.allStoragePools()) ?? [] where pool.name.hasPrefix("airlock-") {
             guard let path = try? pool.targetPath(), !FileManager.default.fileExists(atPath: path) else { continue }
-            try? pool.destroy()
-            logger.info("stopped a storage pool whose folder is gone", metadata: ["pool.name": pool.name])
+            if (try? pool.destroy()) != nil {
+                stopped.append(pool.name)
+            }
         }
+        return stopped
     }
 
     /// Removes snapshots that no unfinished job uses. Young ones are left

@@ -62,7 +62,11 @@ struct GCCommand {
         for folder in report.folders {
             print("removed folder \(folder)")
         }
-        if report.domains.isEmpty && report.folders.isEmpty && report.disks.isEmpty && report.requeued.isEmpty
+        for pool in report.pools {
+            print("stopped storage pool \(pool) (its folder is gone)")
+        }
+        if report.domains.isEmpty && report.folders.isEmpty && report.disks.isEmpty && report.pools.isEmpty
+            && report.requeued.isEmpty
             && report.ended.isEmpty
             && report.snapshots.isEmpty
         {

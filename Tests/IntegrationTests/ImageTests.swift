@@ -146,6 +146,7 @@ extension Integration {
             #expect(!FileManager.default.fileExists(atPath: orphan.path))
             #expect(FileManager.default.fileExists(atPath: young.path))
             #expect(try connection.storagePool(named: name) == nil, "the stale pool is still there")
+            #expect(gc.stdoutText.contains("stopped storage pool \(name)"), "\(gc.stdoutText)")
         }
 
         // MARK: - Cloud images
