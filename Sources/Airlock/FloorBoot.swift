@@ -40,9 +40,10 @@ public struct FloorBoot: Sendable {
         if accelerator == .kvm {
             arguments += ["-cpu", "host"]
         }
-        // Confined like libvirt's guests: QEMU's own user, no new privileges,
-        // no child processes. Images may come from anywhere.
-        arguments += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        // Confined like libvirt's guests: QEMU's own user and a seccomp filter
+        // with no child processes. Images may come from anywhere. (The filter
+        // cannot also deny set*id calls: -runas makes them after it is in place.)
+        arguments += ["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny"]
         if let account = QEMUUser.account, let entry = getpwuid(account.uid) {
             arguments += ["-runas", String(cString: entry.pointee.pw_name)]
         }
