@@ -21,7 +21,11 @@ extension Integration {
 
         @Test("an unknown image is named and the known ones listed")
         func unknownImage() throws {
-            try expectUsage(["--image", "nope", "--workload", "examples/hello", "--", "true"], "known images: tiny")
+            try expectUsage(["--image", "nope", "--workload", "examples/hello", "--", "true"], "unknown image 'nope'")
+            let outcome = try Harness.run(["--image", "nope", "--workload", "examples/hello", "--", "true"])
+            let known = try #require(outcome.stderrText.range(of: "known images: "))
+            let names = outcome.stderrText[known.upperBound...].prefix { $0 != ")" }.split(separator: ", ")
+            #expect(names.contains("tiny") && names == names.sorted(), "\(outcome.stderrText)")
         }
 
         @Test("a missing workload folder")
