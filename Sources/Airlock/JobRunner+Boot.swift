@@ -57,7 +57,10 @@ extension JobRunner {
             let bootTimeout = spec.bootTimeout(on: accelerator)
             let probeLimit: Duration = image.keyInjection == .cloudInit ? .seconds(45) : .seconds(8)
             let readyDeadline = bootStart + (probing ? probeLimit : bootTimeout)
-            let ready = guest.console.waitUntilReady(deadline: readyDeadline) { isCancelled }
+            let ready = guest.console.waitUntilReady(deadline: readyDeadline) { isCancelled || hostDiskFull }
+            if hostDiskFull {
+                throw diskFullError(guest.domain.name)
+            }
             if isCancelled {
                 destroy(guest)
                 throw AirlockError(.cancelled, "job '\(jobID)' was canceled")
@@ -180,7 +183,9 @@ extension JobRunner {
                 shared.withLock { $0.domain = nil }
                 throw AirlockError(.hostUnavailable, "cannot attach to the console of guest '\(name)'", cause: error)
             }
-            return Guest(domain: domain, console: console, port: port, keys: keys)
+            let watch = GuestWatch(domain: domain) { [weak self] in self?.stopOnDiskFull() }
+            watch.start()
+            return Guest(domain: domain, console: console, watch: watch, port: port, keys: keys)
         }
     }
 

@@ -22,7 +22,7 @@ extension JobRunner {
         result.phases.run = seconds(since: runStart)
         logger.debug("command ended", metadata: ["job.state": result.state.rawValue])
 
-        if result.state == .canceled { return }
+        if result.state == .canceled || hostDiskFull { return }
         onPhase(.collecting)
         let collectStart = ContinuousClock.now
         var report = CollectReport()
@@ -119,6 +119,13 @@ extension JobRunner {
             _ = try? channel.drain(deadline: .now + .seconds(5), output: sink)
             result.state = .timedOut
             result.error = "the command ran past its timeout of \(Durations.format(spec.timeout)) and was killed"
+            return
+        } catch let error as SSHError where error.kind == .interrupted && hostDiskFull {
+            let full = diskFullError(guest.domain.name)
+            result.state = .failed
+            result.error = full.description
+            result.errorCode = full.code.description
+            result.hint = full.hint
             return
         } catch let error as SSHError where error.kind == .interrupted {
             result.state = .canceled

@@ -32,8 +32,8 @@ public final class JobRunner: @unchecked Sendable {
     let output: @Sendable (OutputStream, UnsafeRawBufferPointer) -> Void
     let onPhase: @Sendable (JobPhase) -> Void
     let interrupt = Interrupt()
-    let shared = Mutex<(cancelled: Bool, domain: String?, jobFolder: String?, overlay: String?)>(
-        (false, nil, nil, nil))
+    let shared = Mutex<(cancelled: Bool, domain: String?, jobFolder: String?, overlay: String?, diskFull: Bool)>(
+        (false, nil, nil, nil, false))
 
     /// Whether the job's command was started in the guest. Set by `run()`;
     /// read it after `run()` returns.
@@ -67,6 +67,24 @@ public final class JobRunner: @unchecked Sendable {
     }
 
     var isCancelled: Bool { shared.withLock { $0.cancelled } }
+
+    /// Whether QEMU paused the guest because a write to its disk failed:
+    /// the host's disk is full, and the guest will never go on by itself.
+    var hostDiskFull: Bool { shared.withLock { $0.diskFull } }
+
+    /// Stops the job because its guest was paused on an I/O error.
+    func stopOnDiskFull() {
+        shared.withLock { $0.diskFull = true }
+        interrupt.fire()
+    }
+
+    func diskFullError(_ name: String) -> AirlockError {
+        AirlockError(
+            .guestFailed,
+            "host storage full: guest '\(name)' was paused on an I/O error writing its disk overlay in "
+                + "'\(spec.catalog.poolFolder.path)', and the job was stopped",
+            hint: "free space on the host's disk that holds the image pool")
+    }
 
     /// Names of what the job has made and not yet removed.
     public func leftovers() -> [String] {
@@ -144,6 +162,7 @@ public final class JobRunner: @unchecked Sendable {
     struct Guest {
         let domain: Domain
         let console: ConsoleWatcher
+        let watch: GuestWatch
         let port: Int
         let keys: GuestKeys
         var session: Session?
@@ -196,6 +215,14 @@ public final class JobRunner: @unchecked Sendable {
     // MARK: - Clean-up and results
 
     func record(_ error: Error, guest: Guest?, into result: inout JobResult) {
+        if hostDiskFull {
+            let full = diskFullError(guest?.domain.name ?? "airlock-\(jobID)")
+            result.state = .failed
+            result.error = full.description
+            result.errorCode = full.code.description
+            result.hint = full.hint
+            return
+        }
         if let error = error as? AirlockError, error.code == .cancelled {
             result.state = .canceled
             result.error = error.description
@@ -248,6 +275,7 @@ public final class JobRunner: @unchecked Sendable {
     }
 
     func destroy(_ guest: Guest) {
+        guest.watch.stop()
         if destroyDomain(named: guest.domain.name, connection: guest.domain) {
             shared.withLock { $0.domain = nil }
         }

@@ -117,6 +117,44 @@ extension Integration {
             try Harness.expectNothingLeft()
         }
 
+        @Test("a guest paused because the host's disk is full fails the job at once, and its overlay goes (BC-12)")
+        func hostDiskFull() throws {
+            // A catalog holding the debian image on a file system with about 50 MiB to spare.
+            let mount = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-full-\(UUID())")
+            try FileManager.default.createDirectory(at: mount, withIntermediateDirectories: true)
+            try Images.command("/bin/mount", ["-t", "tmpfs", "-o", "size=300m,mode=0755", "tmpfs", mount.path])
+            let catalog = mount.appendingPathComponent("images")
+            defer {
+                Images.stopPools(under: mount)
+                try? Images.command("/bin/umount", [mount.path])
+                try? FileManager.default.removeItem(at: mount)
+            }
+            let base = try Images.basePath("debian")
+            try FileManager.default.createDirectory(
+                at: catalog.appendingPathComponent(".pool"), withIntermediateDirectories: true)
+            chmod(catalog.path, 0o755)
+            chmod(catalog.appendingPathComponent(".pool").path, 0o711)
+            try FileManager.default.copyItem(
+                at: Images.catalog.appendingPathComponent("debian"), to: catalog.appendingPathComponent("debian"))
+            let copy = catalog.appendingPathComponent(".pool/\(base.lastPathComponent)")
+            try Images.command("/bin/cp", ["--preserve=mode,ownership", base.path, copy.path])
+
+            let outcome = try Harness.run(
+                [
+                    "--image", "debian", "--workload", "examples/hello", "--timeout", "10m", "--", "sh", "-c",
+                    "dd if=/dev/urandom of=/var/tmp/fill bs=1M count=1000 conv=fsync 2>&1; echo written",
+                ], environment: ["AIRLOCK_IMAGES": catalog.path])
+            #expect(outcome.status == 125, "\(outcome.stderrText)")
+            #expect(outcome.stderrText.contains("host storage full"), "\(outcome.stderrText)")
+            #expect(!outcome.stdoutText.contains("written"))
+            #expect(outcome.elapsed < .seconds(150), "took \(outcome.elapsed)")
+            let left =
+                ((try? FileManager.default.contentsOfDirectory(atPath: copy.deletingLastPathComponent().path))
+                ?? []).filter { $0.hasPrefix("airlock-") }
+            #expect(left.isEmpty, "overlays left: \(left)")
+            try Harness.expectNothingLeft()
+        }
+
         @Test("gc removes an old overlay no job folder names, and stops a pool whose folder is gone")
         func gcSweepsPool() throws {
             // An overlay whose job folder went away by hand, made two minutes ago.
@@ -339,6 +377,29 @@ enum Images {
 
     static func hash(_ file: URL) throws -> String {
         SHA256.hex(try Data(contentsOf: file, options: .alwaysMapped))
+    }
+
+    static func command(_ path: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            Issue.record("\(path) \(arguments) failed with status \(process.terminationStatus)")
+            throw CocoaError(.fileWriteUnknown)
+        }
+    }
+
+    /// Stops the storage pools whose folder lies under `folder`.
+    static func stopPools(under folder: URL) {
+        guard let connection = try? Connection(uri: "qemu:///system") else { return }
+        defer { connection.close() }
+        for pool in (try? connection.allStoragePools()) ?? [] {
+            if let path = try? pool.targetPath(), path.hasPrefix(folder.resolvingSymlinksInPath().path) {
+                try? pool.destroy()
+            }
+        }
     }
 
     static func qemuImg(_ arguments: [String]) throws {
