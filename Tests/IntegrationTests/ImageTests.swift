@@ -129,15 +129,7 @@ extension Integration {
                 try? Images.command("/bin/umount", [mount.path])
                 try? FileManager.default.removeItem(at: mount)
             }
-            let base = try Images.basePath("debian")
-            try FileManager.default.createDirectory(
-                at: catalog.appendingPathComponent(".pool"), withIntermediateDirectories: true)
-            chmod(catalog.path, 0o755)
-            chmod(catalog.appendingPathComponent(".pool").path, 0o711)
-            try FileManager.default.copyItem(
-                at: Images.catalog.appendingPathComponent("debian"), to: catalog.appendingPathComponent("debian"))
-            let copy = catalog.appendingPathComponent(".pool/\(base.lastPathComponent)")
-            try Images.command("/bin/cp", ["--preserve=mode,ownership", base.path, copy.path])
+            let copy = try Images.copyDebian(to: catalog)
 
             let outcome = try Harness.run(
                 [
@@ -150,6 +142,40 @@ extension Integration {
             #expect(outcome.elapsed < .seconds(150), "took \(outcome.elapsed)")
             let left =
                 ((try? FileManager.default.contentsOfDirectory(atPath: copy.deletingLastPathComponent().path))
+                ?? []).filter { $0.hasPrefix("airlock-") }
+            #expect(left.isEmpty, "overlays left: \(left)")
+            try Harness.expectNothingLeft()
+        }
+
+        @Test("three jobs at once on a catalog whose pool does not exist yet make one pool and run (BC-36)")
+        func firstJobsRace() throws {
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-race-\(UUID())")
+            let catalog = folder.appendingPathComponent("images")
+            defer {
+                Images.stopPools(under: folder)
+                try? FileManager.default.removeItem(at: folder)
+            }
+            _ = try Images.copyDebian(to: catalog)
+            chmod(folder.path, 0o711)
+            let outcomes = Mutex<[Int: Harness.Outcome]>([:])
+            DispatchQueue.concurrentPerform(iterations: 3) { index in
+                let outcome = try? Harness.run(
+                    ["--image", "debian", "--workload", "examples/hello", "--", "true"],
+                    environment: ["AIRLOCK_IMAGES": catalog.path])
+                outcomes.withLock { $0[index] = outcome }
+            }
+            for index in 0..<3 {
+                let outcome = try #require(outcomes.withLock { $0[index] })
+                #expect(outcome.status == 0, "\(outcome.stderrText)")
+            }
+            let connection = try Connection(uri: "qemu:///system")
+            defer { connection.close() }
+            let pools = try connection.allStoragePools().filter {
+                (try? $0.targetPath())?.hasPrefix(folder.resolvingSymlinksInPath().path) == true
+            }
+            #expect(pools.count == 1, "pools for the catalog: \(pools.map(\.name))")
+            let left =
+                ((try? FileManager.default.contentsOfDirectory(atPath: catalog.appendingPathComponent(".pool").path))
                 ?? []).filter { $0.hasPrefix("airlock-") }
             #expect(left.isEmpty, "overlays left: \(left)")
             try Harness.expectNothingLeft()
@@ -377,6 +403,20 @@ enum Images {
 
     static func hash(_ file: URL) throws -> String {
         SHA256.hex(try Data(contentsOf: file, options: .alwaysMapped))
+    }
+
+    /// A catalog at `catalog` holding a copy of the debian image; returns its base disk.
+    static func copyDebian(to catalog: URL) throws -> URL {
+        let base = try basePath("debian")
+        try FileManager.default.createDirectory(
+            at: catalog.appendingPathComponent(".pool"), withIntermediateDirectories: true)
+        chmod(catalog.path, 0o755)
+        chmod(catalog.appendingPathComponent(".pool").path, 0o711)
+        try FileManager.default.copyItem(
+            at: self.catalog.appendingPathComponent("debian"), to: catalog.appendingPathComponent("debian"))
+        let copy = catalog.appendingPathComponent(".pool/\(base.lastPathComponent)")
+        try command("/bin/cp", ["--preserve=mode,ownership", base.path, copy.path])
+        return copy
     }
 
     static func command(_ path: String, _ arguments: [String]) throws {
