@@ -47,6 +47,8 @@ public struct JobResult: Sendable, Codable, Equatable {
     public var accelerator: String?
     /// The port on 127.0.0.1 that was forwarded to the guest's SSH.
     public var sshPort: Int?
+    /// How the guest's QEMU process was confined (local hosts only).
+    public var qemu: QEMUConfinement?
     public var phases = Phases()
     public var startedAt: Date
     public var finishedAt: Date?

@@ -49,6 +49,8 @@ extension JobRunner {
             }
             result.phases.define = seconds(since: defineStart)
             result.accelerator = accelerator.rawValue
+            result.qemu = QEMUConfinement.read(domainName: guest.domain.name, uri: connection.uri)
+            result.qemu?.warnIfUnconfined(logger)
             result.sshPort = guest.port
 
             let bootStart = ContinuousClock.now

@@ -30,6 +30,12 @@ extension Integration {
             for phase in ["define", "bootToSSH", "upload", "run", "collect", "destroy", "total"] {
                 #expect(phases[phase] != nil, "phase \(phase) missing")
             }
+            // libvirt's defaults here: QEMU as its own user, under a seccomp filter.
+            let qemu = try #require(result["qemu"] as? [String: Any], "result.json says nothing of QEMU's confinement")
+            #expect(qemu["user"] as? String == "libvirt-qemu")
+            #expect((qemu["uid"] as? Int ?? 0) != 0)
+            #expect(qemu["seccomp"] as? Bool == true)
+            #expect(!outcome.stderrText.contains("QEMU runs as root"))
             try Harness.expectNothingLeft()
         }
 
