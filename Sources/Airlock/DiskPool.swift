@@ -124,18 +124,26 @@ struct DiskPool {
         return unlink(path) == 0 || errno == ENOENT
     }
 
-    /// The overlays in the pool whose backing file is `base`, by job id.
-    func jobs(using base: URL, in pool: StoragePool) -> [String] {
+    /// The jobs whose overlays in the pool use each base disk: the job ids
+    /// by the base's path as libvirt writes it in XML (`xmlEscaped`).
+    func overlayUsers(in pool: StoragePool) -> [String: [String]] {
         try? pool.refresh()
-        let names = (try? pool.volumeNames()) ?? []
-        var users: [String] = []
-        for name in names where name.hasPrefix("airlock-") && name.hasSuffix(".qcow2") {
-            guard let xml = try? pool.volume(named: name)?.xml() else { continue }
-            if xml.contains("<path>\(xmlEscaped(base.path))</path>") {
-                users.append(String(name.dropFirst("airlock-".count).dropLast(".qcow2".count)))
-            }
+        var users: [String: [String]] = [:]
+        for name in (try? pool.volumeNames()) ?? [] where name.hasPrefix("airlock-") && name.hasSuffix(".qcow2") {
+            guard let xml = try? pool.volume(named: name)?.xml(),
+                let store = xml.range(of: "<backingStore>"),
+                let start = xml.range(of: "<path>", range: store.upperBound..<xml.endIndex),
+                let end = xml.range(of: "</path>", range: start.upperBound..<xml.endIndex)
+            else { continue }
+            let job = String(name.dropFirst("airlock-".count).dropLast(".qcow2".count))
+            users[String(xml[start.upperBound..<end.lowerBound]), default: []].append(job)
         }
         return users
+    }
+
+    /// The overlays in the pool whose backing file is `base`, by job id.
+    func jobs(using base: URL, in pool: StoragePool) -> [String] {
+        overlayUsers(in: pool)[xmlEscaped(base.path)] ?? []
     }
 }
 

@@ -462,12 +462,13 @@ extension ImageCatalog {
         if let keep {
             named.insert(keep)
         }
+        let users = pool.overlayUsers(in: storage)
         let files = (try? FileManager.default.contentsOfDirectory(atPath: pool.folder.path)) ?? []
         for file in files where !file.hasPrefix(".") && !file.hasPrefix("airlock-") && !named.contains(file) {
             let path = pool.folder.appendingPathComponent(file)
             var info = stat()
             if lstat(path.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
-                pool.jobs(using: path.resolvingSymlinksInPath(), in: storage).isEmpty
+                users[xmlEscaped(path.resolvingSymlinksInPath().path)] == nil
             {
                 unlink(path.path)
             }

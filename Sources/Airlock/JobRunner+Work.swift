@@ -22,7 +22,7 @@ extension JobRunner {
         result.phases.run = seconds(since: runStart)
         logger.debug("command ended", metadata: ["job.state": result.state.rawValue])
 
-        if result.state == .canceled || hostDiskFull { return }
+        if result.state == .canceled { return }
         onPhase(.collecting)
         let collectStart = ContinuousClock.now
         var report = CollectReport()
@@ -121,12 +121,7 @@ extension JobRunner {
             result.error = "the command ran past its timeout of \(Durations.format(spec.timeout)) and was killed"
             return
         } catch let error as SSHError where error.kind == .interrupted && hostDiskFull {
-            let full = diskFullError(guest.domain.name)
-            result.state = .failed
-            result.error = full.description
-            result.errorCode = full.code.description
-            result.hint = full.hint
-            return
+            throw diskFullError(guest.domain.name)
         } catch let error as SSHError where error.kind == .interrupted {
             result.state = .canceled
             result.error = "canceled while the command ran"

@@ -215,14 +215,8 @@ public final class JobRunner: @unchecked Sendable {
     // MARK: - Clean-up and results
 
     func record(_ error: Error, guest: Guest?, into result: inout JobResult) {
-        if hostDiskFull {
-            let full = diskFullError(guest?.domain.name ?? "airlock-\(jobID)")
-            result.state = .failed
-            result.error = full.description
-            result.errorCode = full.code.description
-            result.hint = full.hint
-            return
-        }
+        // Whatever the pause broke (a read, a write, a wait), the pause is the reason.
+        let error = hostDiskFull ? diskFullError(guest?.domain.name ?? "airlock-\(jobID)") : error
         if let error = error as? AirlockError, error.code == .cancelled {
             result.state = .canceled
             result.error = error.description
@@ -259,7 +253,10 @@ public final class JobRunner: @unchecked Sendable {
             }
         }
         if let overlay = shared.withLock({ $0.overlay }) {
-            if DiskPool.removeOverlay(path: overlay, connection: try? Connection(uri: spec.connectURI)) {
+            // The guest's connection when there is one; a fresh one if libvirtd went away meanwhile.
+            let connection = guest.flatMap { $0.domain.connection.isAlive ? $0.domain.connection : nil }
+            if DiskPool.removeOverlay(path: overlay, connection: connection ?? (try? Connection(uri: spec.connectURI)))
+            {
                 logger.debug("overlay removed", metadata: ["disk.path": overlay])
                 shared.withLock { $0.overlay = nil }
             } else {
