@@ -28,11 +28,14 @@ let package = Package(
         .target(name: "AirlockCLI", dependencies: ["Airlock", "AirlockLog"]),
         .executableTarget(name: "airlock", dependencies: ["AirlockCLI"]),
 
+        // Helpers shared by the test targets: a real sshd on 127.0.0.1.
+        .target(name: "AirlockTestSupport", dependencies: ["SSH"]),
+
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
-        .testTarget(name: "SSHTests", dependencies: ["SSH"]),
+        .testTarget(name: "SSHTests", dependencies: ["SSH", "AirlockTestSupport"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive"]),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite"]),
-        .testTarget(name: "AirlockTests", dependencies: ["Airlock", "AirlockLog"]),
+        .testTarget(name: "AirlockTests", dependencies: ["Airlock", "AirlockLog", "AirlockTestSupport"]),
         .testTarget(name: "AirlockCLITests", dependencies: ["AirlockCLI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Airlock", "Libvirt", "SSH"]),
     ]

@@ -43,3 +43,8 @@ static inline int airlock_ssh_userauth_publickey_frommemory(LIBSSH2_SESSION *ses
     return libssh2_userauth_publickey_frommemory(session, user, strlen(user), NULL, 0, privateKey,
                                                  privateKeyLength, NULL);
 }
+
+static inline LIBSSH2_LISTENER *airlock_ssh_forward_listen(LIBSSH2_SESSION *session, const char *host, int port,
+                                                           int *boundPort) {
+    return libssh2_channel_forward_listen_ex(session, host, port, boundPort, 16);
+}

@@ -84,6 +84,37 @@ public final class Channel {
         }
     }
 
+    /// Writes what the channel's window takes now, without waiting.
+    ///
+    /// - Returns: The number of bytes taken; 0 when the peer's window is full.
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(SSHError) -> Int {
+        let channel = try pointer()
+        let written = airlock_ssh_channel_write(
+            channel, 0, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        if written == Int(LIBSSH2_ERROR_EAGAIN) {
+            return 0
+        }
+        if written < 0 {
+            throw SSHError.last(try session.pointer(), "send")
+        }
+        return written
+    }
+
+    /// Says that nothing more will be written, without waiting.
+    ///
+    /// - Returns: false when libssh2 could not send it yet; call again later.
+    public func trySendEOF() throws(SSHError) -> Bool {
+        let channel = try pointer()
+        let result = libssh2_channel_send_eof(channel)
+        if result == LIBSSH2_ERROR_EAGAIN {
+            return false
+        }
+        if result < 0 {
+            throw SSHError.last(try session.pointer(), "trySendEOF")
+        }
+        return true
+    }
+
     /// Tells the command that its standard input has ended.
     public func sendEOF(deadline: ContinuousClock.Instant?) throws(SSHError) {
         let channel = try pointer()
@@ -155,6 +186,18 @@ public final class Channel {
             airlock_ssh_channel_close_free(handle)
             self.handle = nil
         }
+    }
+
+    /// Frees the channel if libssh2 can do so now, closing it first.
+    ///
+    /// - Returns: false when it could not yet; call again later (or `free()`).
+    public func release() -> Bool {
+        guard let handle else { return true }
+        if airlock_ssh_channel_close_free(handle) == LIBSSH2_ERROR_EAGAIN {
+            return false
+        }
+        self.handle = nil
+        return true
     }
 
     private func pointer(_ operation: String = #function) throws(SSHError) -> OpaquePointer {

@@ -149,6 +149,26 @@ public final class Session {
         return result
     }
 
+    /// Asks the server to listen on `host`:`port` on its side and to hand
+    /// each connection made there back to this session as a channel (SSH
+    /// remote forwarding).
+    ///
+    /// - Throws: `SSHError` when the server refuses, for example because its
+    ///   configuration forbids remote forwarding or the port is taken.
+    public func listen(host: String, port: Int, deadline: ContinuousClock.Instant?) throws(SSHError) -> Listener {
+        let session = try pointer()
+        var opened: OpaquePointer?
+        var bound: Int32 = 0
+        try retry(deadline, "listen") {
+            opened = host.withCString { airlock_ssh_forward_listen(session, $0, Int32(port), &bound) }
+            return opened == nil ? libssh2_session_last_errno(session) : 0
+        }
+        guard let opened else {
+            throw SSHError.last(session, "listen")
+        }
+        return Listener(opened, session: self, port: Int(bound))
+    }
+
     // MARK: - Waiting
 
     func pointer(_ operation: String = #function) throws(SSHError) -> OpaquePointer {
@@ -191,6 +211,16 @@ public final class Session {
     /// Blocks until the socket is ready in the direction libssh2 needs, the
     /// deadline passes, the interrupt fires or the peer is found dead.
     func wait(deadline: ContinuousClock.Instant?, _ operation: String) throws(SSHError) {
+        var none: [pollfd] = []
+        try wait(deadline: deadline, also: &none, operation)
+    }
+
+    /// Like `wait`, but also wakes when one of `descriptors` is ready for
+    /// its events; their `revents` say which. Used by loops that serve this
+    /// session and sockets of their own on one thread.
+    public func wait(
+        deadline: ContinuousClock.Instant?, also descriptors: inout [pollfd], _ operation: String = #function
+    ) throws(SSHError) {
         let session = try pointer(operation)
         try checkpoint(deadline: deadline, operation)
         let now = ContinuousClock.now
@@ -219,10 +249,15 @@ public final class Session {
         if let interrupt {
             fds.append(pollfd(fd: interrupt.descriptor, events: Int16(POLLIN), revents: 0))
         }
+        let own = fds.count
+        fds += descriptors
         let milliseconds = Int32(clamping: max(1, timeout.milliseconds))
         let ready = poll(&fds, nfds_t(fds.count), milliseconds)
         if ready > 0 && fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
             lastInbound = .now
+        }
+        for index in descriptors.indices {
+            descriptors[index].revents = ready > 0 ? fds[own + index].revents : 0
         }
     }
 

@@ -1,3 +1,4 @@
+import AirlockTestSupport
 import Foundation
 import Testing
 
@@ -107,5 +108,62 @@ struct SessionTests {
             #expect(error.kind == .interrupted)
         }
         #expect(ContinuousClock.now - start < .seconds(3))
+    }
+
+    @Test("remote forwarding: the server listens for us, and a connection there arrives as a channel")
+    func remoteForwarding() throws {
+        let server = try TestSSHServer()
+        let session = try connect(server)
+        let port = try TestSSHServer.freePort()
+        let listener = try session.listen(host: "127.0.0.1", port: port, deadline: .now + .seconds(10))
+        #expect(listener.port == port)
+
+        // A client on the server's side connects and speaks first.
+        let client = Thread {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard connected == 0 else { return }
+            _ = send(fd, "ping", 4, 0)
+            var reply = [UInt8](repeating: 0, count: 16)
+            _ = recv(fd, &reply, reply.count, 0)
+        }
+        client.start()
+
+        let deadline = ContinuousClock.now + .seconds(10)
+        var channel: Channel?
+        while channel == nil && ContinuousClock.now < deadline {
+            channel = try listener.accept()
+            if channel == nil { try session.wait(deadline: deadline, "test") }
+        }
+        let accepted = try #require(channel)
+        var received: [UInt8] = []
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+        defer { buffer.deallocate() }
+        while received.count < 4 && ContinuousClock.now < deadline {
+            if case .data(let count) = try accepted.read(.stdout, into: buffer) {
+                received += UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            } else {
+                try session.wait(deadline: deadline, "test")
+            }
+        }
+        #expect(received == Array("ping".utf8))
+        var sent = 0
+        while sent == 0 && ContinuousClock.now < deadline {
+            sent = try Array("pong".utf8).withUnsafeBytes { try accepted.send($0) }
+        }
+        #expect(sent == 4)
+        while try !accepted.trySendEOF() {}
+        _ = accepted.release()
+        listener.cancel()
+        session.close()
     }
 }

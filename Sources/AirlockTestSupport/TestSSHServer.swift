@@ -1,17 +1,17 @@
 import Foundation
-
-@testable import SSH
+import SSH
 
 /// An OpenSSH server on 127.0.0.1 that a test starts for itself, with a
-/// fresh host key and one authorized client key.
-final class TestSSHServer {
-    let port: Int
-    let hostKey: KeyPair
-    let clientKey: KeyPair
+/// fresh host key and one authorized client key. It allows TCP forwarding
+/// both ways, as OpenSSH does by default.
+public final class TestSSHServer {
+    public let port: Int
+    public let hostKey: KeyPair
+    public let clientKey: KeyPair
     private let folder: URL
     private let process: Process
 
-    init() throws {
+    public init() throws {
         hostKey = try KeyPair.generate()
         clientKey = try KeyPair.generate()
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-sshd-\(UUID().uuidString)")
@@ -61,7 +61,8 @@ final class TestSSHServer {
         try? FileManager.default.removeItem(at: folder)
     }
 
-    static func freePort() throws -> Int {
+    /// A TCP port on 127.0.0.1 that nothing listens on at the moment.
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -77,7 +78,8 @@ final class TestSSHServer {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    static func canConnect(port: Int) -> Bool {
+    /// Whether something accepts connections on 127.0.0.1 at `port`.
+    public static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
