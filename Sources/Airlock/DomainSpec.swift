@@ -107,9 +107,14 @@ public struct DomainSpec: Sendable, Equatable {
         return out + rest
     }
 
-    /// The QEMU `-netdev` value: user-mode networking, no egress, SSH on loopback.
+    /// Whether the guest may reach any address (`--egress open`); else it
+    /// reaches nothing, the host included.
+    public var egressOpen = false
+
+    /// The QEMU `-netdev` value: user-mode networking, SSH on loopback, and
+    /// no egress unless it is open.
     public var netdev: String {
-        "user,id=airlocknet,restrict=on,hostfwd=tcp:127.0.0.1:\(sshPort)-:22"
+        "user,id=airlocknet,restrict=\(egressOpen ? "off" : "on"),hostfwd=tcp:127.0.0.1:\(sshPort)-:22"
     }
 
     /// The QEMU `-device` value for the NIC. q35 needs an explicit bus and

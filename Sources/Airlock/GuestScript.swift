@@ -26,16 +26,36 @@ enum GuestScript {
     /// outside the cgroup kills everything the command started once the
     /// command is gone: background processes cannot outlive it and hold the
     /// output streams open.
-    static func run(command: [String], environment: [(String, String)]) -> String {
+    ///
+    /// The cgroup also bounds the command: at most `maxProcesses` processes
+    /// and threads, all the guest's memory but a reserve for its own
+    /// services, and the lowest CPU weight, so that a fork bomb or a memory
+    /// hog cannot starve the SSH server that Airlock needs to end the job.
+    /// Names in `hostAliases` resolve to the guest's 127.0.0.1, where the
+    /// job's allowed egress endpoints listen.
+    static func run(
+        command: [String], environment: [(String, String)], maxProcesses: Int = JobSpec.defaultMaxProcesses,
+        hostAliases: [String] = []
+    ) -> String {
         var lines = [
             "cd \(workFolder) || exit 126",
             "airlock_pid=$$",
             "mkdir -p \(jobCgroup) 2>/dev/null",
+            "for c in cpu memory pids; do echo +$c >/sys/fs/cgroup/cgroup.subtree_control; done 2>/dev/null",
+            "echo \(maxProcesses) >\(jobCgroup)/pids.max 2>/dev/null",
+            "echo 1 >\(jobCgroup)/cpu.weight 2>/dev/null",
+            "airlock_kib=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo)",
+            "airlock_keep=$((airlock_kib / 8)); [ \"$airlock_keep\" -ge 49152 ] || airlock_keep=49152",
+            "echo $(((airlock_kib - airlock_keep) * 1024)) >\(jobCgroup)/memory.max 2>/dev/null",
+            "unset airlock_kib airlock_keep",
             "( exec </dev/null >/dev/null 2>&1; while kill -0 $airlock_pid; do sleep 0.02; done;"
                 + " echo 1 >\(jobCgroup)/cgroup.kill ) &",
             "echo $$ >\(jobCgroup)/cgroup.procs",
             "unset airlock_pid",
         ]
+        for name in hostAliases {
+            lines.append("printf '127.0.0.1\\t%s\\n' \(quote(name)) >>/etc/hosts 2>/dev/null")
+        }
         for (name, value) in environment {
             lines.append("export \(name)=\(quote(value))")
         }
@@ -61,6 +81,7 @@ enum GuestScript {
         // The trailing zero blocks make an empty folder an empty archive.
         let quoted = quote(folder)
         return """
+            \(stats) >&2
             if [ ! -d \(quoted) ]; then echo "missing" >&2
             elif cd \(quoted); then
             find . -type f -size +\(maxFileBytes)c -exec stat -c 'refused %s %n' {} \\; >&2
@@ -69,6 +90,17 @@ enum GuestScript {
             head -c 1024 /dev/zero
             """
     }
+
+    /// Prints what the job cgroup's limits counted, as `stat NAME VALUE`
+    /// lines: processes the memory limit killed, forks the process limit
+    /// refused, and the work folder's file system (type, block size, blocks
+    /// available and in all; ext4 holds some free blocks back even from
+    /// root, so a full disk shows none available rather than none free).
+    static let stats = """
+        { echo "stat oom_kill $(sed -n 's/^oom_kill //p' \(jobCgroup)/memory.events 2>/dev/null)"
+        echo "stat pids_max $(sed -n 's/^max //p' \(jobCgroup)/pids.events 2>/dev/null)"
+        echo "stat disk $(stat -f -c '%T %S %a %b' \(workFolder) 2>/dev/null)"; }
+        """
 
     /// Whether a name can be exported as an environment variable.
     static func isValidEnvironmentName(_ name: String) -> Bool {

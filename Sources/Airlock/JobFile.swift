@@ -60,7 +60,8 @@ public enum JobFile {
     /// Every key a spec may hold, for messages.
     static let keys = [
         "image", "workload", "command", "env", "timeout", "bootTimeout", "tcgTimeoutFactor", "transferTimeout",
-        "vcpus", "memory", "disk", "collect", "maxOutput", "maxResults", "accel", "labels", "priority", "retries",
+        "vcpus", "memory", "disk", "collect", "maxOutput", "maxResults", "maxResultFiles", "maxProcesses", "accel",
+        "egress", "secrets", "secretFiles", "labels", "priority", "retries",
     ]
 
     /// Reads one job spec file, without validating the values it sets: the
@@ -258,6 +259,28 @@ public enum JobFile {
         if let path = try reader.string("collect") { request.spec.collectPath = path }
         if let bytes = try reader.size("maxOutput", defaultUnit: 1) { request.spec.maxOutputBytes = bytes }
         if let bytes = try reader.size("maxResults", defaultUnit: 1) { request.spec.collectLimits.maxBytes = bytes }
+        if let files = try reader.integer("maxResultFiles") { request.spec.collectLimits.maxEntries = files }
+        if let processes = try reader.integer("maxProcesses") { request.spec.maxProcesses = processes }
+        if let egress = try reader.string("egress") {
+            do {
+                request.spec.egress = try Egress.parse(egress)
+            } catch {
+                throw fail("'egress': \(error.message)", hint: error.hint)
+            }
+        }
+        // Secrets name where a value is read, never the value itself.
+        if let names = try reader.strings("secrets") {
+            request.spec.secrets.removeAll { $0.file == nil }
+            request.spec.secrets += names.map { Secret(name: $0) }
+        }
+        if let files = try reader.map("secretFiles") {
+            request.spec.secrets.removeAll { $0.file != nil }
+            request.spec.secrets += files.sorted { $0.key < $1.key }.map { name, path in
+                Secret(
+                    name: name,
+                    file: path.hasPrefix("/") ? path : folder.appendingPathComponent(path).standardizedFileURL.path)
+            }
+        }
         if let accel = try reader.string("accel") {
             guard let choice = JobSpec.AcceleratorChoice(rawValue: accel) else {
                 throw fail("'accel' is '\(accel)'", hint: "use auto, kvm or tcg")

@@ -57,6 +57,11 @@ public struct JobResult: Sendable, Codable, Equatable {
     public var stdoutTruncated = false
     public var stderrTruncated = false
     public var collected: CollectReport?
+    /// The limits the job ran under, and those it ran into.
+    public var limits: JobLimits?
+    public var limitsHit: [LimitHit]?
+    /// What the guest could reach, and what Airlock carried for it.
+    public var egress: EgressReport?
 
     /// The exit code `airlock run` reports for this result.
     public var processExitCode: Int32 {

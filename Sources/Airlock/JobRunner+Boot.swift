@@ -157,6 +157,7 @@ extension JobRunner {
                 cmdline: image.cmdline.map { $0 + " airlock.lifetime=\(lifetimeSeconds)" }, keysFile: media.keysFile,
                 sshPort: port)
             spec.disks = media.disks
+            spec.egressOpen = self.spec.egress == .open
             spec.stateFolder = self.spec.stateFolder.resolvingSymlinksInPath().path
             let domain: Domain
             do {
@@ -198,9 +199,12 @@ extension JobRunner {
         spec.bootTimeout(on: .tcg).components.seconds + spec.timeout.components.seconds + 3600
     }
 
-    func openSession(_ guest: Guest, image: Image, deadline: ContinuousClock.Instant) throws -> Session {
+    func openSession(
+        _ guest: Guest, image: Image, deadline: ContinuousClock.Instant, interrupt: Interrupt? = nil
+    ) throws -> Session {
         do {
-            let session = try Session(host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt)
+            let session = try Session(
+                host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt ?? self.interrupt)
             logger.debug("SSH handshake done")
             try session.verifyHostKey(guest.keys.host.publicKeyBlob)
             try session.authenticate(user: image.sshUser, key: guest.keys.client, deadline: deadline)

@@ -8,7 +8,9 @@ import SSH
 
 extension JobRunner {
     /// Upload, run, collect.
-    func work(in guest: Guest, image: Image, result: inout JobResult) throws {
+    func work(
+        in guest: Guest, image: Image, secrets: [(String, String)], result: inout JobResult, stats: inout GuestStats
+    ) throws {
         guard let session = guest.session else { return }
         onPhase(.running)
 
@@ -17,8 +19,15 @@ extension JobRunner {
         result.phases.upload = seconds(since: uploadStart)
         logger.debug("workload pushed", metadata: ["phase.seconds": "\(result.phases.upload ?? 0)"])
 
+        // Allowed endpoints are served only while the command runs.
+        let relay = try startRelay(guest, image: image)
         let runStart = ContinuousClock.now
-        try runCommand(session, guest: guest, result: &result)
+        do {
+            defer {
+                if let relay { result.egress = relay.stop() }
+            }
+            try runCommand(session, guest: guest, secrets: secrets, result: &result)
+        }
         result.phases.run = seconds(since: runStart)
         logger.debug("command ended", metadata: ["job.state": result.state.rawValue])
 
@@ -27,7 +36,7 @@ extension JobRunner {
         let collectStart = ContinuousClock.now
         var report = CollectReport()
         do {
-            try collect(session, into: &report)
+            try collect(session, into: &report, stats: &stats)
         } catch {
             // The command's own outcome stays in result.json; the job fails (exit 125).
             result.state = .failed
@@ -83,7 +92,28 @@ extension JobRunner {
         }
     }
 
-    func runCommand(_ session: Session, guest: Guest, result: inout JobResult) throws {
+    /// Opens the relay's own SSH session and has the guest listen for each
+    /// allowed endpoint; nil when the job allows none.
+    func startRelay(_ guest: Guest, image: Image) throws -> EgressRelay? {
+        guard case .allow = spec.egress else { return nil }
+        let relayInterrupt = Interrupt()
+        let deadline = ContinuousClock.now + .seconds(30)
+        let session = try openSession(guest, image: image, deadline: deadline, interrupt: relayInterrupt)
+        let relay = EgressRelay(session: session, interrupt: relayInterrupt, egress: spec.egress, logger: logger)
+        do {
+            try relay.listen(deadline: deadline)
+        } catch {
+            _ = relay.stop()
+            throw error
+        }
+        relay.start()
+        logger.debug("egress relay started", metadata: ["egress": "\(spec.egress)"])
+        return relay
+    }
+
+    func runCommand(
+        _ session: Session, guest: Guest, secrets: [(String, String)], result: inout JobResult
+    ) throws {
         let stdoutFile = try OutputFile(url: resultsFolder.appendingPathComponent("stdout"), limit: spec.maxOutputBytes)
         let stderrFile = try OutputFile(url: resultsFolder.appendingPathComponent("stderr"), limit: spec.maxOutputBytes)
         defer {
@@ -93,7 +123,10 @@ extension JobRunner {
             result.stderrTruncated = stderrFile.truncated
         }
 
-        let script = GuestScript.run(command: spec.command, environment: spec.environment)
+        // Secrets travel inside the command text, over the encrypted channel only.
+        let script = GuestScript.run(
+            command: spec.command, environment: spec.environment + secrets, maxProcesses: spec.maxProcesses,
+            hostAliases: spec.egress.endpoints.filter(\.hostIsName).map(\.host))
         let channel = try session.exec(script, deadline: nil)
         defer { channel.free() }
         commandStarted = true
@@ -162,7 +195,7 @@ extension JobRunner {
         return AirlockError(.connectionLost, "connection to guest '\(guest.domain.name)' lost", cause: error)
     }
 
-    func collect(_ session: Session, into report: inout CollectReport) throws {
+    func collect(_ session: Session, into report: inout CollectReport, stats: inout GuestStats) throws {
         let deadline = ContinuousClock.now + spec.transferTimeout
         let channel = try session.exec(
             GuestScript.pack(folder: spec.collectPath, maxFileBytes: spec.collectLimits.maxBytes), deadline: deadline)
@@ -200,8 +233,14 @@ extension JobRunner {
         }
         // What the guest said on stderr counts even when collection fails.
         defer {
-            report.note(refusedInGuest(errors))
-            report.folderMissing = String(decoding: errors.prefix(8), as: UTF8.self) == "missing\n"
+            // What already arrived on stderr counts, even when the collection stopped early.
+            while errors.count < 65536, case .data(let count)? = try? channel.read(.stderr, into: scratch) {
+                errors += UnsafeRawBufferPointer(rebasing: scratch[0..<count]).prefix(65536 - errors.count)
+            }
+            let lines = String(decoding: errors, as: UTF8.self).split(separator: "\n").prefix(1000)
+            report.note(refusedInGuest(lines))
+            report.folderMissing = lines.prefix(4).contains("missing")
+            stats = GuestStats(lines: Array(lines.prefix(4)))
         }
         try Collector(limits: spec.collectLimits) { try session.checkpoint(deadline: deadline) }.collect(
             from: reader, into: resultsFolder.appendingPathComponent("out"), report: &report)
@@ -219,9 +258,9 @@ extension JobRunner {
 
     /// The files the guest left out for being over the limit, from its
     /// `refused SIZE NAME` lines.
-    func refusedInGuest(_ stderr: [UInt8]) -> [CollectReport.Skipped] {
+    func refusedInGuest(_ lines: ArraySlice<Substring>) -> [CollectReport.Skipped] {
         let limit = Sizes.format(spec.collectLimits.maxBytes)
-        return String(decoding: stderr, as: UTF8.self).split(separator: "\n").prefix(1000).compactMap { line in
+        return lines.compactMap { line in
             let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
             guard parts.count == 3, parts[0] == "refused", let size = Int64(parts[1]) else { return nil }
             let name = parts[2].hasPrefix("./") ? parts[2].dropFirst(2) : parts[2]

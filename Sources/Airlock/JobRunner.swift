@@ -116,6 +116,12 @@ public final class JobRunner: @unchecked Sendable {
         try spec.validate()
         let image = try spec.catalog.image(named: spec.image)
         try image.checkFits(spec)
+        // Secrets are read now, so that a missing one fails before anything is made.
+        let environment = ProcessInfo.processInfo.environment
+        var secretValues: [(String, String)] = []
+        for secret in spec.secrets {
+            secretValues.append((secret.name, try secret.value(environment: environment)))
+        }
         let results = resultsFolder
         if let existing = try? FileManager.default.contentsOfDirectory(atPath: results.path), !existing.isEmpty {
             throw AirlockError(
@@ -136,16 +142,20 @@ public final class JobRunner: @unchecked Sendable {
         // 2. From here on, every path ends in `cleanUp` and writes result.json.
         var result = JobResult(
             jobID: jobID, state: .failed, image: image.name, host: connection.uri, startedAt: Date())
+        result.limits = JobLimits(spec)
+        result.egress = EgressReport(spec.egress)
         var guest: Guest?
+        var stats = GuestStats()
         do {
             try FileManager.default.createDirectory(at: results, withIntermediateDirectories: true)
             guest = try startGuest(image: image, plan: plan, connection: connection, result: &result)
             if let guest {
-                try work(in: guest, image: image, result: &result)
+                try work(in: guest, image: image, secrets: secretValues, result: &result, stats: &stats)
             }
         } catch {
             record(error, guest: guest, into: &result)
         }
+        result.noteLimits(spec, guest: stats)
 
         let destroyStart = ContinuousClock.now
         cleanUp(guest)

@@ -1,3 +1,4 @@
+import AirlockLog
 import Foundation
 
 /// Everything one `airlock run` job needs, already validated by `validate()`.
@@ -42,6 +43,13 @@ public struct JobSpec: Sendable {
     public var collectLimits = CollectLimits.default
     /// Limit for pushing the workload, and again for collecting results.
     public var transferTimeout: Duration = .seconds(1800)
+    /// What the guest may reach on the network.
+    public var egress = Egress.none
+    /// Values the command gets in its environment, read when the job starts.
+    public var secrets: [Secret] = []
+    /// Processes and threads the command may run at once.
+    public var maxProcesses = JobSpec.defaultMaxProcesses
+    public static let defaultMaxProcesses = 1024
 
     public init(image: String, workload: URL, command: [String], stateFolder: URL) {
         self.image = image
@@ -115,6 +123,31 @@ public struct JobSpec: Sendable {
             }
             guard !value.utf8.contains(0) else {
                 throw AirlockError(.invalidArgument, "the value of '\(name)' contains a NUL byte")
+            }
+        }
+        guard collectLimits.maxBytes > 0, (1...10_000_000).contains(collectLimits.maxEntries) else {
+            throw AirlockError(
+                .invalidArgument, "the result limits must be positive (at most 10000000 files)",
+                hint: "for example --max-results 4G --max-result-files 50000")
+        }
+        try egress.validate()
+        guard (16...1_000_000).contains(maxProcesses) else {
+            throw AirlockError(
+                .invalidArgument, "a limit of \(maxProcesses) processes is out of range (16 to 1000000)",
+                hint: "for example --max-processes 4096")
+        }
+        var secretNames: Set<String> = []
+        for secret in secrets {
+            guard GuestScript.isValidEnvironmentName(secret.name) else {
+                throw AirlockError(
+                    .invalidArgument, "'\(Terminal.escape(secret.name))' is not a valid name for a secret",
+                    hint: "names use letters, digits and '_', and do not start with a digit")
+            }
+            guard secretNames.insert(secret.name).inserted,
+                !environment.contains(where: { $0.0 == secret.name })
+            else {
+                throw AirlockError(
+                    .invalidArgument, "'\(secret.name)' is given more than once (as a secret and with --env, or twice)")
             }
         }
         guard collectPath.hasPrefix("/"), !collectPath.utf8.contains(0) else {

@@ -22,6 +22,10 @@ struct StoredSpec: Codable, Equatable {
     var maxOutputBytes: Int64
     var collectLimits: CollectLimits
     var accelerator: String
+    var egress: Egress
+    /// Names and files only: a secret's value is read when the job starts.
+    var secrets: [Secret]
+    var maxProcesses: Int
 
     init(_ spec: JobSpec) {
         image = spec.image
@@ -40,6 +44,9 @@ struct StoredSpec: Codable, Equatable {
         maxOutputBytes = spec.maxOutputBytes
         collectLimits = spec.collectLimits
         accelerator = spec.accelerator.rawValue
+        egress = spec.egress
+        secrets = spec.secrets
+        maxProcesses = spec.maxProcesses
     }
 
     /// Reads a stored spec; keys added since a job was stored take their defaults.
@@ -62,6 +69,9 @@ struct StoredSpec: Codable, Equatable {
         maxOutputBytes = try values.decode(Int64.self, forKey: .maxOutputBytes)
         collectLimits = try values.decode(CollectLimits.self, forKey: .collectLimits)
         accelerator = try values.decode(String.self, forKey: .accelerator)
+        egress = try values.decodeIfPresent(Egress.self, forKey: .egress) ?? .none
+        secrets = try values.decodeIfPresent([Secret].self, forKey: .secrets) ?? []
+        maxProcesses = try values.decodeIfPresent(Int.self, forKey: .maxProcesses) ?? JobSpec.defaultMaxProcesses
     }
 
     /// The spec to run, with the per-process settings of `base`.
@@ -83,6 +93,9 @@ struct StoredSpec: Codable, Equatable {
         spec.maxOutputBytes = maxOutputBytes
         spec.collectLimits = collectLimits
         spec.accelerator = JobSpec.AcceleratorChoice(rawValue: accelerator) ?? .auto
+        spec.egress = egress
+        spec.secrets = secrets
+        spec.maxProcesses = maxProcesses
         return spec
     }
 

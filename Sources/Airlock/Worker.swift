@@ -73,6 +73,11 @@ public struct Worker: Sendable {
             return result
         }
         spec.resultsFolder = results
+        if spec.egress == .open {
+            logger.warning(
+                "job runs with open egress: its guest can reach any address, the host's loopback included",
+                metadata: ["job.id": id])
+        }
 
         let store = queue.store
         let logger = self.logger

@@ -29,10 +29,11 @@ enum ResultRendering {
         if let hint = result.hint {
             line += "\n\(hint)"
         }
-        if result.stdoutTruncated || result.stderrTruncated {
-            line +=
-                "\nairlock: output over --max-output was not kept (stdout \(result.stdoutBytes) bytes, "
-                + "stderr \(result.stderrBytes) bytes received)"
+        for hit in result.limitsHit ?? [] {
+            line += "\nairlock: limit reached: \(hit.limit): \(hit.detail)"
+        }
+        if let egress = result.egress, egress.failed > 0 {
+            line += "\nairlock: egress: \(egress.failed) of \(egress.connections) guest connections were not carried"
         }
         if let collected = result.collected {
             for skipped in collected.skipped.prefix(10) {
@@ -41,9 +42,6 @@ enum ResultRendering {
             let more = collected.skipped.count + collected.skippedUnlisted - 10
             if more > 0 {
                 line += "\nairlock: ... and \(more) more not collected (see result.json)"
-            }
-            if let limit = collected.limitReached {
-                line += "\nairlock: collection stopped: \(limit)"
             }
             if collected.folderMissing, let collectPath {
                 line += "\nairlock: nothing collected: '\(collectPath)' does not exist in the guest"

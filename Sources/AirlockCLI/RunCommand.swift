@@ -126,6 +126,9 @@ struct RunCommand {
                 Output.note("airlock: left behind: \(left.joined(separator: ", ")); 'virsh destroy' removes the domain")
             }
         }
+        if spec.egress == .open {
+            Output.note(Self.openEgressWarning)
+        }
         let result = try runner.run()
         if streaming {
             // A character the stream ended in the middle of, made visible.
@@ -143,6 +146,13 @@ struct RunCommand {
         }
         return result.processExitCode
     }
+}
+
+extension RunCommand {
+    /// Printed whenever a job runs with `--egress open`.
+    static let openEgressWarning =
+        "airlock: warning: --egress open: the guest can reach any address, the host's own loopback services "
+        + "included (as 10.0.2.2)"
 }
 
 /// Where Airlock keeps its state unless told otherwise.

@@ -20,6 +20,14 @@ enum SpecOptions {
           --collect PATH        guest folder brought back as out/ (default: /work/out)
           --max-output SIZE     bytes of stdout and of stderr kept, each (default: 1G)
           --max-results SIZE    bytes of collected files kept (default: 4G)
+          --max-result-files N  files and folders collected (default: 50000)
+          --max-processes N     processes and threads the command may run at once (default: 1024)
+          --egress MODE         what the guest may reach: none (default), open, or
+                                allow=HOST:PORT,... (reached in the guest at 127.0.0.1:PORT)
+          --secret NAME         pass the environment variable NAME to the command as a secret:
+                                never stored or logged (repeatable)
+          --secret-file NAME=PATH
+                                the same, with the value read from a file when the job starts
           --accel MODE          auto, kvm or tcg (default: auto)
         """
 
@@ -134,6 +142,38 @@ enum SpecOptions {
         case "--max-results":
             request.spec.collectLimits.maxBytes = try ValueParser.size(
                 try reader.value(for: name, inline: inline), option: name)
+        case "--max-result-files":
+            request.spec.collectLimits.maxEntries = try ValueParser.integer(
+                try reader.value(for: name, inline: inline), option: name)
+        case "--max-processes":
+            request.spec.maxProcesses = try ValueParser.integer(
+                try reader.value(for: name, inline: inline), option: name)
+        case "--egress":
+            let value = try reader.value(for: name, inline: inline)
+            do {
+                request.spec.egress = try Egress.parse(value)
+            } catch {
+                throw UsageError(error.message, hint: error.hint)
+            }
+        case "--secret":
+            // Only a name: a value given here would end up in the shell's history and the process list.
+            let secret = try reader.value(for: name, inline: inline)
+            guard !secret.contains("=") else {
+                throw UsageError(
+                    "'--secret' takes the name of an environment variable, not a value",
+                    hint: "export the value and pass its name (--secret NAME), or use --secret-file NAME=PATH")
+            }
+            request.spec.secrets.removeAll { $0.name == secret }
+            request.spec.secrets.append(Secret(name: secret))
+        case "--secret-file":
+            let pair = try reader.value(for: name, inline: inline)
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw UsageError("'--secret-file' needs the form NAME=PATH")
+            }
+            let secret = String(pair[..<equals])
+            let path = URL(fileURLWithPath: String(pair[pair.index(after: equals)...])).standardizedFileURL.path
+            request.spec.secrets.removeAll { $0.name == secret }
+            request.spec.secrets.append(Secret(name: secret, file: path))
         case "--accel":
             let value = try reader.value(for: name, inline: inline)
             guard let choice = JobSpec.AcceleratorChoice(rawValue: value) else {

@@ -146,7 +146,15 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 UseDNS no
-DisableForwarding yes
+# Remote forwarding only: Airlock asks sshd to listen on the guest's
+# loopback for each egress endpoint a job allows, and carries those
+# connections itself. Nothing else is forwarded.
+AllowTcpForwarding remote
+GatewayPorts no
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+X11Forwarding no
+PermitTunnel no
 PrintMotd no
 PrintLastLog no
 PidFile /run/sshd.pid

@@ -1,0 +1,366 @@
+import AirlockLog
+import Foundation
+import SSH
+
+/// Carries a guest's connections to the endpoints its job allows.
+///
+/// The guest's SSH server listens on the guest's 127.0.0.1 at each allowed
+/// endpoint's port (SSH remote forwarding, on a session of the relay's
+/// own) and hands each connection made there to Airlock as a channel;
+/// Airlock connects to the endpoint from the host and copies bytes both
+/// ways. The guest's own network stays restricted: it can reach exactly
+/// these endpoints, nothing else, and only while the command runs.
+///
+/// `listen` runs on the caller's thread; after `start`, the session, its
+/// listeners and the connections belong to the relay's thread until
+/// `stop` returns.
+final class EgressRelay: @unchecked Sendable {
+    // @unchecked: see above; `stop` hands over through `interrupt` and `finished`.
+
+    /// Connections open at once; the guest's further connections are closed at once.
+    static let maxConnections = 64
+
+    private let session: Session
+    private let interrupt: Interrupt
+    private let endpoints: [Egress.Endpoint]
+    private let logger: Logger
+    private var listeners: [(listener: Listener, endpoint: Egress.Endpoint)] = []
+    private var connections: [RelayedConnection] = []
+    /// Channels that libssh2 could not free yet.
+    private var releasing: [Channel] = []
+    private var report: EgressReport
+    private let finished = DispatchSemaphore(value: 0)
+    private var started = false
+
+    /// - Parameters:
+    ///   - session: A session of the relay's own, logged in, whose interrupt is `interrupt`.
+    ///   - interrupt: Fired by `stop`.
+    ///   - egress: The job's egress; its endpoints are served.
+    ///   - logger: Told about connections that could not be carried.
+    init(session: Session, interrupt: Interrupt, egress: Egress, logger: Logger) {
+        self.session = session
+        self.interrupt = interrupt
+        self.endpoints = egress.endpoints
+        self.logger = logger
+        self.report = EgressReport(egress)
+    }
+
+    /// Asks the guest's SSH server to listen for every endpoint.
+    ///
+    /// - Throws: `AirlockError` `.guestFailed` when it refuses one.
+    func listen(deadline: ContinuousClock.Instant) throws(AirlockError) {
+        for endpoint in endpoints {
+            do {
+                let listener = try session.listen(host: "127.0.0.1", port: endpoint.port, deadline: deadline)
+                listeners.append((listener, endpoint))
+            } catch {
+                throw AirlockError(
+                    .guestFailed,
+                    "the guest's SSH server would not listen on port \(endpoint.port) for egress endpoint "
+                        + "'\(endpoint)'",
+                    hint: "the image's SSH server must allow remote TCP forwarding (sshd: AllowTcpForwarding remote)",
+                    cause: error)
+            }
+        }
+    }
+
+    /// Starts relaying on a thread of its own.
+    func start() {
+        started = true
+        let thread = Thread { [self] in
+            serve()
+            finished.signal()
+        }
+        thread.name = "airlock.egress"
+        thread.start()
+    }
+
+    /// Stops relaying, closes every connection and the session.
+    ///
+    /// - Returns: What was carried.
+    func stop() -> EgressReport {
+        interrupt.fire()
+        if started {
+            finished.wait()
+        }
+        for connection in connections {
+            connection.close()
+        }
+        connections.removeAll()
+        for listener in listeners {
+            listener.listener.cancel()
+        }
+        listeners.removeAll()
+        releasing.removeAll()
+        session.close()
+        return report
+    }
+
+    // MARK: - The relay's thread
+
+    private func serve() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        do {
+            while !interrupt.isFired {
+                var progressed = try acceptConnections()
+                for connection in connections {
+                    progressed = connection.pump(buffer) || progressed
+                }
+                for connection in connections where connection.isFinished {
+                    report.bytesOut += connection.bytesOut
+                    report.bytesIn += connection.bytesIn
+                    if connection.failure != nil {
+                        report.failed += 1
+                        logger.info(
+                            "egress connection dropped",
+                            metadata: ["egress.endpoint": "\(connection.endpoint)", "error": connection.failure ?? ""])
+                    }
+                    releasing.append(contentsOf: connection.close())
+                }
+                connections.removeAll { $0.isFinished }
+                releasing.removeAll { $0.release() }
+                if !progressed {
+                    var descriptors = connections.map(\.pollRequest)
+                    try session.wait(deadline: nil, also: &descriptors)
+                }
+            }
+        } catch let error where error.kind == .interrupted {
+            return
+        } catch {
+            logger.info("egress relay stopped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Takes every connection waiting on the guest's side.
+    private func acceptConnections() throws(SSHError) -> Bool {
+        var progressed = false
+        for (listener, endpoint) in listeners {
+            while let channel = try listener.accept() {
+                progressed = true
+                report.connections += 1
+                guard connections.count < Self.maxConnections else {
+                    report.failed += 1
+                    logger.info(
+                        "egress connection refused: too many open",
+                        metadata: ["egress.endpoint": "\(endpoint)", "egress.open": "\(connections.count)"])
+                    if !channel.release() { releasing.append(channel) }
+                    continue
+                }
+                let connection = RelayedConnection(channel: channel, endpoint: endpoint)
+                connection.connect()
+                connections.append(connection)
+            }
+        }
+        return progressed
+    }
+}
+
+/// One guest connection and its host socket, copied both ways without blocking.
+private final class RelayedConnection {
+    let channel: Channel
+    let endpoint: Egress.Endpoint
+    private var socket: Int32 = -1
+    private var connecting = false
+    /// Bytes read from one side and not yet taken by the other.
+    private var toHost: [UInt8] = []
+    private var toGuest: [UInt8] = []
+    private var guestEnded = false
+    private var hostEnded = false
+    private var hostShutDown = false
+    private var guestToldEnd = false
+    /// Set when the guest went away first; not a failure.
+    private var ended = false
+    private(set) var bytesOut: Int64 = 0
+    private(set) var bytesIn: Int64 = 0
+    /// Why the connection ended early, when it did.
+    private(set) var failure: String?
+
+    init(channel: Channel, endpoint: Egress.Endpoint) {
+        self.channel = channel
+        self.endpoint = endpoint
+    }
+
+    var isFinished: Bool {
+        failure != nil || ended || (guestEnded && hostShutDown && hostEnded && toGuest.isEmpty && guestToldEnd)
+    }
+
+    /// What to wait for on the host socket.
+    var pollRequest: pollfd {
+        var events: Int16 = 0
+        if connecting || !toHost.isEmpty { events |= Int16(POLLOUT) }
+        if !connecting && toGuest.isEmpty && !hostEnded { events |= Int16(POLLIN) }
+        return pollfd(fd: socket, events: events, revents: 0)
+    }
+
+    /// The endpoint's addresses not yet tried, in the resolver's order.
+    private var addresses: [(family: Int32, address: [UInt8])] = []
+
+    /// Resolves the endpoint and starts connecting to its first address;
+    /// `pump` sees the result and moves on to the next address on failure.
+    func connect() {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = Egress.isIPAddress(endpoint.host) ? AI_NUMERICHOST : 0
+        var found: UnsafeMutablePointer<addrinfo>?
+        let code = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
+        guard code == 0 else {
+            failure = "cannot resolve '\(endpoint.host)': \(String(cString: gai_strerror(code)))"
+            return
+        }
+        defer { freeaddrinfo(found) }
+        var next = found
+        while let entry = next {
+            if let address = entry.pointee.ai_addr {
+                let bytes = UnsafeRawBufferPointer(start: address, count: Int(entry.pointee.ai_addrlen))
+                addresses.append((entry.pointee.ai_family, Array(bytes)))
+            }
+            next = entry.pointee.ai_next
+        }
+        connectNext(lastError: "no address")
+    }
+
+    /// Starts connecting to the next address, or fails with `lastError` when none is left.
+    private func connectNext(lastError: String) {
+        if socket >= 0 {
+            Glibc.close(socket)
+            socket = -1
+        }
+        connecting = false
+        guard !addresses.isEmpty else {
+            failure = "connect: \(lastError)"
+            return
+        }
+        let (family, address) = addresses.removeFirst()
+        let fd = Glibc.socket(
+            family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else {
+            failure = "socket: \(String(cString: strerror(errno)))"
+            return
+        }
+        socket = fd
+        let result = address.withUnsafeBytes {
+            Glibc.connect(fd, $0.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+        }
+        if result == 0 {
+            return
+        }
+        guard errno == EINPROGRESS else {
+            connectNext(lastError: String(cString: strerror(errno)))
+            return
+        }
+        connecting = true
+    }
+
+    /// Moves what can be moved now, both ways.
+    ///
+    /// - Returns: Whether anything moved or changed.
+    func pump(_ buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard failure == nil, !ended else { return false }
+        if connecting {
+            // Another address may be being tried now; bytes move once one answers.
+            guard finishConnecting() else { return false }
+            if connecting || failure != nil { return true }
+        }
+        do {
+            let out = try guestToHost(buffer)
+            let back = try hostToGuest(buffer)
+            return out || back
+        } catch  where guestEnded {
+            // The guest closed its side and went: what the host still sends has nowhere to go.
+            ended = true
+            return true
+        } catch {
+            failure = "\(error)"
+            return true
+        }
+    }
+
+    private func finishConnecting() -> Bool {
+        var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+        guard poll(&descriptor, 1, 0) > 0 else { return false }
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(socket, SOL_SOCKET, SO_ERROR, &code, &length)
+        connecting = false
+        if code != 0 {
+            connectNext(lastError: String(cString: strerror(code)))
+        }
+        return true
+    }
+
+    private func guestToHost(_ buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+        var progressed = false
+        if toHost.isEmpty && !guestEnded {
+            switch try channel.read(.stdout, into: buffer) {
+            case .data(let count):
+                toHost = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                progressed = true
+            case .end:
+                guestEnded = true
+                progressed = true
+            case .wouldBlock:
+                break
+            }
+        }
+        if !toHost.isEmpty {
+            let sent = toHost.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent > 0 {
+                toHost.removeFirst(sent)
+                bytesOut += Int64(sent)
+                progressed = true
+            } else if sent < 0 && errno != EAGAIN && errno != EINTR {
+                throw POSIXFailure()
+            }
+        }
+        if guestEnded && toHost.isEmpty && !hostShutDown {
+            _ = shutdown(socket, Int32(SHUT_WR))
+            hostShutDown = true
+            progressed = true
+        }
+        return progressed
+    }
+
+    private func hostToGuest(_ buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+        var progressed = false
+        if toGuest.isEmpty && !hostEnded {
+            let count = recv(socket, buffer.baseAddress, buffer.count, 0)
+            if count > 0 {
+                toGuest = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                progressed = true
+            } else if count == 0 {
+                hostEnded = true
+                progressed = true
+            } else if errno != EAGAIN && errno != EINTR {
+                throw POSIXFailure()
+            }
+        }
+        if !toGuest.isEmpty {
+            let sent = try toGuest.withUnsafeBytes { try channel.send($0) }
+            if sent > 0 {
+                toGuest.removeFirst(sent)
+                bytesIn += Int64(sent)
+                progressed = true
+            }
+        }
+        if hostEnded && toGuest.isEmpty && !guestToldEnd {
+            if try channel.trySendEOF() {
+                guestToldEnd = true
+                progressed = true
+            }
+        }
+        return progressed
+    }
+
+    /// Closes the host socket and releases the channel.
+    ///
+    /// - Returns: The channel when libssh2 could not free it yet.
+    @discardableResult
+    func close() -> [Channel] {
+        if socket >= 0 {
+            Glibc.close(socket)
+            socket = -1
+        }
+        return channel.release() ? [] : [channel]
+    }
+}
