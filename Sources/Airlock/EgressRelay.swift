@@ -156,45 +156,34 @@ final class EgressRelay: @unchecked Sendable {
     }
 }
 
-/// One guest connection and its host socket, copied both ways without blocking.
+/// One guest connection: connecting to the endpoint, then a bridge that
+/// copies both ways between the guest's channel and the host socket.
 private final class RelayedConnection {
     let channel: Channel
     let endpoint: Egress.Endpoint
     private var socket: Int32 = -1
     private var connecting = false
-    /// Bytes read from one side and not yet taken by the other.
-    private var toHost: [UInt8] = []
-    private var toGuest: [UInt8] = []
-    private var guestEnded = false
-    private var hostEnded = false
-    private var hostShutDown = false
-    private var guestToldEnd = false
-    /// Set when the guest went away first; not a failure.
-    private var ended = false
-    private(set) var bytesOut: Int64 = 0
-    private(set) var bytesIn: Int64 = 0
-    /// Why the connection ended early, when it did.
-    private(set) var failure: String?
+    private var bridge: ChannelBridge?
+    /// The endpoint's addresses not yet tried, in the resolver's order.
+    private var addresses: [(family: Int32, address: [UInt8])] = []
+    /// Why connecting failed, when it did.
+    private var connectFailure: String?
 
     init(channel: Channel, endpoint: Egress.Endpoint) {
         self.channel = channel
         self.endpoint = endpoint
     }
 
-    var isFinished: Bool {
-        failure != nil || ended || (guestEnded && hostShutDown && hostEnded && toGuest.isEmpty && guestToldEnd)
-    }
+    var isFinished: Bool { connectFailure != nil || bridge?.isFinished == true }
+    var failure: String? { connectFailure ?? bridge?.failure }
+    var bytesOut: Int64 { bridge?.bytesFromChannel ?? 0 }
+    var bytesIn: Int64 { bridge?.bytesToChannel ?? 0 }
 
     /// What to wait for on the host socket.
     var pollRequest: pollfd {
-        var events: Int16 = 0
-        if connecting || !toHost.isEmpty { events |= Int16(POLLOUT) }
-        if !connecting && toGuest.isEmpty && !hostEnded { events |= Int16(POLLIN) }
-        return pollfd(fd: socket, events: events, revents: 0)
+        if let bridge { return bridge.pollRequest }
+        return pollfd(fd: socket, events: connecting ? Int16(POLLOUT) : 0, revents: 0)
     }
-
-    /// The endpoint's addresses not yet tried, in the resolver's order.
-    private var addresses: [(family: Int32, address: [UInt8])] = []
 
     /// Resolves the endpoint and starts connecting to its first address;
     /// `pump` sees the result and moves on to the next address on failure.
@@ -205,7 +194,7 @@ private final class RelayedConnection {
         var found: UnsafeMutablePointer<addrinfo>?
         let code = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
         guard code == 0 else {
-            failure = "cannot resolve '\(endpoint.host)': \(String(cString: gai_strerror(code)))"
+            connectFailure = "cannot resolve '\(endpoint.host)': \(String(cString: gai_strerror(code)))"
             return
         }
         defer { freeaddrinfo(found) }
@@ -228,14 +217,14 @@ private final class RelayedConnection {
         }
         connecting = false
         guard !addresses.isEmpty else {
-            failure = "connect: \(lastError)"
+            connectFailure = "connect: \(lastError)"
             return
         }
         let (family, address) = addresses.removeFirst()
         let fd = Glibc.socket(
             family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else {
-            failure = "socket: \(String(cString: strerror(errno)))"
+            connectFailure = "socket: \(String(cString: strerror(errno)))"
             return
         }
         socket = fd
@@ -243,6 +232,7 @@ private final class RelayedConnection {
             Glibc.connect(fd, $0.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
         }
         if result == 0 {
+            bridge = ChannelBridge(channel: channel, socket: fd)
             return
         }
         guard errno == EINPROGRESS else {
@@ -252,104 +242,27 @@ private final class RelayedConnection {
         connecting = true
     }
 
-    /// Moves what can be moved now, both ways.
+    /// Moves what can be moved now, both ways, once connected.
     ///
     /// - Returns: Whether anything moved or changed.
     func pump(_ buffer: UnsafeMutableRawBufferPointer) -> Bool {
-        guard failure == nil, !ended else { return false }
-        if connecting {
-            // Another address may be being tried now; bytes move once one answers.
-            guard finishConnecting() else { return false }
-            if connecting || failure != nil { return true }
+        if let bridge {
+            return bridge.pump(buffer)
         }
-        do {
-            let out = try guestToHost(buffer)
-            let back = try hostToGuest(buffer)
-            return out || back
-        } catch  where guestEnded {
-            // The guest closed its side and went: what the host still sends has nowhere to go.
-            ended = true
-            return true
-        } catch {
-            failure = "\(error)"
-            return true
-        }
-    }
-
-    private func finishConnecting() -> Bool {
+        guard connecting else { return false }
         var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
         guard poll(&descriptor, 1, 0) > 0 else { return false }
         var code: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         _ = getsockopt(socket, SOL_SOCKET, SO_ERROR, &code, &length)
         connecting = false
-        if code != 0 {
+        if code == 0 {
+            bridge = ChannelBridge(channel: channel, socket: socket)
+        } else {
+            // Another address may be tried now; bytes move once one answers.
             connectNext(lastError: String(cString: strerror(code)))
         }
         return true
-    }
-
-    private func guestToHost(_ buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
-        var progressed = false
-        if toHost.isEmpty && !guestEnded {
-            switch try channel.read(.stdout, into: buffer) {
-            case .data(let count):
-                toHost = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                progressed = true
-            case .end:
-                guestEnded = true
-                progressed = true
-            case .wouldBlock:
-                break
-            }
-        }
-        if !toHost.isEmpty {
-            let sent = toHost.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent > 0 {
-                toHost.removeFirst(sent)
-                bytesOut += Int64(sent)
-                progressed = true
-            } else if sent < 0 && errno != EAGAIN && errno != EINTR {
-                throw POSIXFailure()
-            }
-        }
-        if guestEnded && toHost.isEmpty && !hostShutDown {
-            _ = shutdown(socket, Int32(SHUT_WR))
-            hostShutDown = true
-            progressed = true
-        }
-        return progressed
-    }
-
-    private func hostToGuest(_ buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
-        var progressed = false
-        if toGuest.isEmpty && !hostEnded {
-            let count = recv(socket, buffer.baseAddress, buffer.count, 0)
-            if count > 0 {
-                toGuest = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                progressed = true
-            } else if count == 0 {
-                hostEnded = true
-                progressed = true
-            } else if errno != EAGAIN && errno != EINTR {
-                throw POSIXFailure()
-            }
-        }
-        if !toGuest.isEmpty {
-            let sent = try toGuest.withUnsafeBytes { try channel.send($0) }
-            if sent > 0 {
-                toGuest.removeFirst(sent)
-                bytesIn += Int64(sent)
-                progressed = true
-            }
-        }
-        if hostEnded && toGuest.isEmpty && !guestToldEnd {
-            if try channel.trySendEOF() {
-                guestToldEnd = true
-                progressed = true
-            }
-        }
-        return progressed
     }
 
     /// Closes the host socket and releases the channel.
@@ -357,6 +270,9 @@ private final class RelayedConnection {
     /// - Returns: The channel when libssh2 could not free it yet.
     @discardableResult
     func close() -> [Channel] {
+        if let bridge {
+            return bridge.close() ? [] : [channel]
+        }
         if socket >= 0 {
             Glibc.close(socket)
             socket = -1

@@ -11,7 +11,9 @@ public final class TestSSHServer {
     private let folder: URL
     private let process: Process
 
-    public init() throws {
+    /// - Parameter extraConfig: sshd_config lines added to the test's own.
+    /// - Throws: When the keys cannot be written or sshd does not start.
+    public init(extraConfig: String = "") throws {
         hostKey = try KeyPair.generate()
         clientKey = try KeyPair.generate()
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-sshd-\(UUID().uuidString)")
@@ -37,6 +39,7 @@ public final class TestSSHServer {
         UsePAM no
         PidFile none
         Subsystem sftp internal-sftp
+        \(extraConfig)
         """.write(to: config, atomically: true, encoding: .utf8)
 
         try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)

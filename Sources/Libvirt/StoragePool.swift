@@ -135,6 +135,50 @@ public final class StorageVolume: @unchecked Sendable {
         return String(cString: raw)
     }
 
+    /// Writes the volume's content from the start, streaming it from
+    /// `source` through libvirt's connection (to a remote host too).
+    ///
+    /// - Parameters:
+    ///   - length: The number of bytes to send.
+    ///   - source: Fills the buffer it is given and returns how many bytes
+    ///     it put there; 0 before `length` bytes is an error.
+    /// - Throws: `LibvirtError` when libvirt or the stream fails; the
+    ///   volume's content is then incomplete.
+    public func upload(
+        length: Int64, from source: (UnsafeMutableRawBufferPointer) throws -> Int
+    ) throws {
+        let stream = try check(virStreamNew(try connection.pointer(), 0))
+        defer { virStreamFree(stream) }
+        try check(virStorageVolUpload(handle, stream, 0, UInt64(length), 0))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var sent: Int64 = 0
+        do {
+            while sent < length {
+                let room = Int(min(Int64(buffer.count), length - sent))
+                let count = try source(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]))
+                guard count > 0 else {
+                    throw LibvirtError(
+                        code: -1, domain: 0, message: "the source ended after \(sent) of \(length) bytes",
+                        operation: "upload")
+                }
+                var offset = 0
+                while offset < count {
+                    let written = virStreamSend(
+                        stream, buffer.baseAddress?.advanced(by: offset).assumingMemoryBound(to: CChar.self),
+                        count - offset)
+                    guard written > 0 else { throw LibvirtError.last("upload") }
+                    offset += Int(written)
+                }
+                sent += Int64(count)
+            }
+            try check(virStreamFinish(stream))
+        } catch {
+            virStreamAbort(stream)
+            throw error
+        }
+    }
+
     /// Deletes the volume and its file. A volume already gone counts as done.
     public func delete() throws(LibvirtError) {
         if virStorageVolDelete(handle, 0) < 0 {
@@ -199,8 +243,17 @@ extension Connection {
 
     /// Creates and starts a transient storage pool from its XML description.
     /// It lasts until destroyed or until libvirtd's host restarts.
-    public func createStoragePool(xml: String) throws(LibvirtError) -> StoragePool {
-        let raw = try check(virStoragePoolCreateXML(try pointer(), xml, 0))
+    ///
+    /// - Parameters:
+    ///   - xml: The pool's description.
+    ///   - build: Make the pool's folder on the host first, with the owner
+    ///     and mode the XML gives (a remote host's folder cannot be made any
+    ///     other way).
+    /// - Returns: The started pool.
+    /// - Throws: `LibvirtError` with libvirt's reason.
+    public func createStoragePool(xml: String, build: Bool = false) throws(LibvirtError) -> StoragePool {
+        let flags = build ? UInt32(VIR_STORAGE_POOL_CREATE_WITH_BUILD.rawValue) : 0
+        let raw = try check(virStoragePoolCreateXML(try pointer(), xml, flags))
         return StoragePool(raw, connection: self)
     }
 }

@@ -182,17 +182,20 @@ public final class Channel {
 
     /// Frees the channel without waiting for the peer. Safe to call twice.
     public func free() {
-        if let handle {
+        if let handle, session.isOpen {
             airlock_ssh_channel_close_free(handle)
-            self.handle = nil
         }
+        handle = nil
     }
 
     /// Frees the channel if libssh2 can do so now, closing it first.
     ///
     /// - Returns: false when it could not yet; call again later (or `free()`).
     public func release() -> Bool {
-        guard let handle else { return true }
+        guard let handle, session.isOpen else {
+            handle = nil
+            return true
+        }
         if airlock_ssh_channel_close_free(handle) == LIBSSH2_ERROR_EAGAIN {
             return false
         }

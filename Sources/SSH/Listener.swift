@@ -40,9 +40,9 @@ public final class Listener {
     /// Asks the server to stop listening, without waiting for its answer.
     /// Safe to call twice.
     public func cancel() {
-        if let handle {
+        if let handle, session.isOpen {
             _ = libssh2_channel_forward_cancel(handle)
-            self.handle = nil
         }
+        handle = nil
     }
 }

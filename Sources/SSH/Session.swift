@@ -26,7 +26,7 @@ public final class Session {
     /// Connects a TCP socket and runs the SSH handshake.
     ///
     /// - Parameters:
-    ///   - host: A numeric IPv4 address, such as `127.0.0.1`.
+    ///   - host: An IPv4 address, such as `127.0.0.1`, or a host name.
     ///   - port: The TCP port.
     ///   - deadline: When to give up on connect and handshake.
     ///   - interrupt: Wakes blocked waits when fired.
@@ -55,6 +55,39 @@ public final class Session {
         }
     }
 
+    /// Runs the SSH handshake over a socket that is already connected, such
+    /// as one end of a `Tunnel`. The session owns the socket from here on.
+    ///
+    /// - Parameters:
+    ///   - connected: A connected stream socket.
+    ///   - deadline: When to give up on the handshake.
+    ///   - interrupt: Wakes blocked waits when fired.
+    ///   - keepaliveInterval: Seconds between keepalives once logged in.
+    ///   - deadAfter: Silence after which the connection counts as lost.
+    /// - Throws: `SSHError` on handshake, timeout or interrupt.
+    public init(
+        socket connected: Int32, deadline: ContinuousClock.Instant, interrupt: Interrupt? = nil,
+        keepaliveInterval: Int = 10, deadAfter: Duration = .seconds(40)
+    ) throws(SSHError) {
+        Library.initialize()
+        self.interrupt = interrupt
+        self.keepaliveInterval = keepaliveInterval
+        self.deadAfter = deadAfter
+        socket = connected
+        _ = fcntl(connected, F_SETFL, fcntl(connected, F_GETFL) | O_NONBLOCK)
+        do throws(SSHError) {
+            guard let session = airlock_ssh_session_init() else {
+                throw SSHError(.library, message: "libssh2 could not allocate a session")
+            }
+            handle = session
+            libssh2_session_set_blocking(session, 0)
+            try retry(deadline, "handshake") { libssh2_session_handshake(session, connected) }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
     deinit {
         close()
     }
@@ -74,6 +107,10 @@ public final class Session {
             socket = -1
         }
     }
+
+    /// Whether the session is still open. Once it is closed, libssh2 has
+    /// freed its channels and listeners too, and their handles must not be used.
+    var isOpen: Bool { handle != nil }
 
     // MARK: - Trust
 
@@ -123,6 +160,11 @@ public final class Session {
                 operation: "authenticate")
         }
         libssh2_keepalive_config(session, 1, UInt32(keepaliveInterval))
+        keepalivesOn = true
+    }
+
+    /// Starts keepalives once logged in.
+    func enableKeepalives() {
         keepalivesOn = true
     }
 
@@ -274,8 +316,8 @@ public final class Session {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
-            throw SSHError(.socket, message: "'\(host)' is not a numeric IPv4 address")
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 || Self.resolve(host, into: &address.sin_addr) else {
+            throw SSHError(.socket, message: "cannot resolve '\(host)' to an IPv4 address")
         }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -315,6 +357,22 @@ public final class Session {
                 return
             }
         }
+    }
+}
+
+extension Session {
+    /// The first IPv4 address of a host name.
+    static func resolve(_ host: String, into address: inout in_addr) -> Bool {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &found) == 0, let entry = found, let raw = entry.pointee.ai_addr else {
+            return false
+        }
+        defer { freeaddrinfo(found) }
+        address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+        return true
     }
 }
 
