@@ -37,8 +37,20 @@ if [ -n "$missing" ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 fi
+# sudo resets PATH: look where swift.org's toolchain is usually unpacked too.
+for dir in /opt/swift/usr/bin /usr/local/swift/usr/bin; do
+    if ! command -v swift >/dev/null 2>&1 && [ -x "$dir/swift" ]; then
+        PATH="$dir:$PATH"
+    fi
+done
 if ! command -v swift >/dev/null 2>&1; then
-    echo "setup: the Swift toolchain (6.0 or later) is not on PATH; install it from swift.org and re-run" >&2
+    echo "setup: the Swift toolchain (6.0 or later) is not on PATH; install it from swift.org" \
+        "(see README: Quick start) and re-run, as root with your PATH: sudo env PATH=\"\$PATH\" $0" >&2
+    exit 1
+fi
+swift_major=$(swift --version 2>/dev/null | sed -n 's/.*Swift version \([0-9]*\)\..*/\1/p' | head -n 1)
+if [ -z "$swift_major" ] || [ "$swift_major" -lt 6 ]; then
+    echo "setup: Airlock needs Swift 6.0 or later; 'swift --version' says: $(swift --version 2>&1 | head -n 1)" >&2
     exit 1
 fi
 
@@ -51,6 +63,10 @@ fi
 # 3. The CLI.
 say "building airlock"
 (cd "$repo" && swift build -c release --product airlock)
+previous=$(readlink /usr/local/bin/airlock 2>/dev/null || true)
+if [ -n "$previous" ] && [ "$previous" != "$repo/.build/release/airlock" ]; then
+    say "/usr/local/bin/airlock pointed to $previous; it now points to this checkout"
+fi
 ln -sf "$repo/.build/release/airlock" /usr/local/bin/airlock
 say "installed /usr/local/bin/airlock"
 

@@ -121,6 +121,17 @@ public enum Egress: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// This egress given after `earlier`: an allow list adds to an earlier
+    /// one; anything else replaces it.
+    ///
+    /// - Throws: `AirlockError` when the combined list is not valid.
+    public func adding(to earlier: Egress) throws(AirlockError) -> Egress {
+        guard case .allow(let more) = self, case .allow(let first) = earlier else { return self }
+        let combined = Egress.allow(first + more.filter { !first.contains($0) })
+        try combined.validate()
+        return combined
+    }
+
     static func parseEndpoint(_ item: String) throws(AirlockError) -> Endpoint {
         let host: Substring
         let port: Substring
@@ -207,6 +218,18 @@ public struct EgressReport: Sendable, Codable, Equatable {
     /// Bytes carried from the guest to the endpoints, and back.
     public var bytesOut: Int64 = 0
     public var bytesIn: Int64 = 0
+    /// Why the first few failed connections failed, `HOST:PORT: reason`.
+    public var failures: [String]?
+
+    /// Most failures listed.
+    static let maxListedFailures = 10
+
+    mutating func noteFailure(_ endpoint: Egress.Endpoint, _ reason: String) {
+        failed += 1
+        if (failures?.count ?? 0) < Self.maxListedFailures {
+            failures = (failures ?? []) + ["\(endpoint): \(reason)"]
+        }
+    }
 
     public init(_ egress: Egress) {
         mode = egress.mode

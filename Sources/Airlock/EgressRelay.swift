@@ -110,8 +110,8 @@ final class EgressRelay: @unchecked Sendable {
                 for connection in connections where connection.isFinished {
                     report.bytesOut += connection.bytesOut
                     report.bytesIn += connection.bytesIn
-                    if connection.failure != nil {
-                        report.failed += 1
+                    if let failure = connection.failure {
+                        report.noteFailure(connection.endpoint, failure)
                         logger.info(
                             "egress connection dropped",
                             metadata: ["egress.endpoint": "\(connection.endpoint)", "error": connection.failure ?? ""])
@@ -140,7 +140,7 @@ final class EgressRelay: @unchecked Sendable {
                 progressed = true
                 report.connections += 1
                 guard connections.count < Self.maxConnections else {
-                    report.failed += 1
+                    report.noteFailure(endpoint, "more than \(Self.maxConnections) connections open at once")
                     logger.info(
                         "egress connection refused: too many open",
                         metadata: ["egress.endpoint": "\(endpoint)", "egress.open": "\(connections.count)"])

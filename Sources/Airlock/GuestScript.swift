@@ -1,3 +1,5 @@
+import Foundation
+
 /// The shell text Airlock sends to a guest over SSH.
 ///
 /// Every user-supplied value is passed as a single-quoted shell word, so
@@ -33,9 +35,14 @@ enum GuestScript {
     /// hog cannot starve the SSH server that Airlock needs to end the job.
     /// Names in `hostAliases` resolve to the guest's 127.0.0.1, where the
     /// job's allowed egress endpoints listen.
+    ///
+    /// With `readsSecrets`, the script first reads `NAME BASE64` lines from
+    /// standard input up to an empty line (see `secretLines`) and exports
+    /// them, so that secret values are never part of a command line, not
+    /// even in the guest's process list.
     static func run(
         command: [String], environment: [(String, String)], maxProcesses: Int = JobSpec.defaultMaxProcesses,
-        hostAliases: [String] = []
+        hostAliases: [String] = [], readsSecrets: Bool = false
     ) -> String {
         var lines = [
             "cd \(workFolder) || exit 126",
@@ -54,13 +61,44 @@ enum GuestScript {
             "unset airlock_pid",
         ]
         for name in hostAliases {
-            lines.append("printf '127.0.0.1\\t%s\\n' \(quote(name)) >>/etc/hosts 2>/dev/null")
+            lines.append(
+                "grep -q \"^127.0.0.1[[:space:]].*[[:space:]]\(name)$\" /etc/hosts"
+                    + " || printf '127.0.0.1\\t%s\\n' \(quote(name)) >>/etc/hosts 2>/dev/null")
         }
         for (name, value) in environment {
             lines.append("export \(name)=\(quote(value))")
         }
-        lines.append("exec " + command.map(quote).joined(separator: " "))
+        if readsSecrets {
+            lines.append(secretsReader)
+        }
+        lines.append(start(command))
         return lines.joined(separator: "\n")
+    }
+
+    /// Exports the `NAME BASE64` lines on standard input, up to an empty line.
+    static let secretsReader = """
+        while IFS=' ' read -r airlock_name airlock_value && [ -n "$airlock_name" ]; do
+        airlock_value=$(printf '%s' "$airlock_value" | base64 -d; echo x)
+        export "$airlock_name=${airlock_value%x}"; done
+        unset airlock_name airlock_value
+        """
+    // The x above keeps trailing newlines, which $(...) would drop.
+
+    /// Execs the command, or names it plainly when the guest has no such
+    /// program (rather than through the shell's view of the whole script).
+    /// A program named by a path is left to `exec`, which says why it cannot run it.
+    static func start(_ command: [String]) -> String {
+        let exec = "exec " + command.map(quote).joined(separator: " ")
+        guard !command[0].contains("/") else { return exec }
+        let program = quote(command[0])
+        return "command -v \(program) >/dev/null 2>&1 || "
+            + "{ printf 'airlock: %s: command not found in the guest\\n' \(program) >&2; exit 127; }\n" + exec
+    }
+
+    /// What the run script reads on standard input when it `readsSecrets`:
+    /// one `NAME BASE64` line per secret, then an empty line.
+    static func secretLines(_ secrets: [(String, String)]) -> String {
+        secrets.map { "\($0.0) \(Data($0.1.utf8).base64EncodedString())\n" }.joined() + "\n"
     }
 
     /// Kills every process of the job command.

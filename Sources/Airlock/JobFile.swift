@@ -376,8 +376,8 @@ private struct FieldReader {
     func strings(_ key: String) throws(AirlockError) -> [String]? {
         guard let value = try value(key) else { return nil }
         guard case .array(let elements) = value else {
-            throw fail(
-                "'\(key)' must be a list of strings, not \(value.kind)", "for example [\"sh\", \"-c\", \"make test\"]")
+            let example = key == "command" ? "[\"sh\", \"-c\", \"make test\"]" : "[\"OPENAI_API_KEY\"]"
+            throw fail("'\(key)' must be a list of strings, not \(value.kind)", "for example \(example)")
         }
         var words: [String] = []
         for (index, element) in elements.enumerated() {

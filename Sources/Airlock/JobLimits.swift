@@ -95,8 +95,9 @@ extension JobResult {
             hits.append(
                 LimitHit(
                     limit: "processes",
-                    detail: "\(guest.processLimitHits) process starts were refused at \(spec.maxProcesses) "
-                        + "processes (--max-processes)"))
+                    detail: (guest.processLimitHits == 1
+                        ? "1 process start was refused" : "\(guest.processLimitHits) process starts were refused")
+                        + " at \(spec.maxProcesses) processes (--max-processes)"))
         }
         if guest.diskFull {
             hits.append(LimitHit(limit: "disk", detail: "the guest's root disk was full (--disk)"))

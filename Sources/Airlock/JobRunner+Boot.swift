@@ -43,7 +43,7 @@ extension JobRunner {
             do {
                 guest = try launch(
                     image: image, accelerator: accelerator, media: media, connection: connection, keys: keys)
-            } catch  where probing {
+            } catch  where probing && plan.fallback {
                 fallBackToTCG("could not start", error: error)
                 continue
             }
@@ -69,6 +69,13 @@ extension JobRunner {
             }
             if !ready && probing {
                 destroy(guest)
+                guard plan.fallback else {
+                    throw AirlockError(
+                        .hostUnavailable,
+                        "KVM did not boot guest '\(guest.domain.name)' on host '\(connection.uri)' within "
+                            + "\(probeLimit.components.seconds) s; KVM may not run guests here (a nested host?)",
+                        hint: "use --accel auto, which falls back to TCG emulation, or --accel tcg")
+                }
                 fallBackToTCG("did not boot")
                 continue
             }

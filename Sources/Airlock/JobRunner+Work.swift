@@ -123,13 +123,22 @@ extension JobRunner {
             result.stderrTruncated = stderrFile.truncated
         }
 
-        // Secrets travel inside the command text, over the encrypted channel only.
         let script = GuestScript.run(
-            command: spec.command, environment: spec.environment + secrets, maxProcesses: spec.maxProcesses,
-            hostAliases: spec.egress.endpoints.filter(\.hostIsName).map(\.host))
+            command: spec.command, environment: spec.environment, maxProcesses: spec.maxProcesses,
+            hostAliases: spec.egress.endpoints.filter(\.hostIsName).map(\.host), readsSecrets: !secrets.isEmpty)
         let channel = try session.exec(script, deadline: nil)
         defer { channel.free() }
         commandStarted = true
+        // Secrets go on the command's standard input, over the encrypted channel only;
+        // then the input ends, so that a command reading it is not left waiting.
+        // A command that is already gone, or a connection that broke, shows in the drain below.
+        let inputDeadline = ContinuousClock.now + .seconds(60)
+        if !secrets.isEmpty {
+            try? Data(GuestScript.secretLines(secrets).utf8).withUnsafeBytes {
+                try channel.write($0, deadline: inputDeadline)
+            }
+        }
+        try? channel.sendEOF(deadline: inputDeadline)
         let deadline = ContinuousClock.now + spec.timeout
         let sink: (Channel.Stream, UnsafeRawBufferPointer) throws -> Void = { [output] stream, bytes in
             switch stream {

@@ -96,6 +96,20 @@ public final class JobRunner: @unchecked Sendable {
         }
     }
 
+    /// Writes a `result.json` for a job its caller is leaving at once (a
+    /// second Ctrl-C), so that the result folder still says what happened.
+    ///
+    /// - Parameter leftBehind: What the job made and did not remove.
+    public func recordAbandoned(leftBehind: [String]) {
+        var result = JobResult(
+            jobID: jobID, state: .canceled, image: spec.image, host: spec.connectURI, startedAt: Date())
+        result.error =
+            "interrupted twice; left at once"
+            + (leftBehind.isEmpty ? "" : " with \(leftBehind.joined(separator: ", ")) left behind for 'airlock gc'")
+        result.errorCode = AirlockError.Code.cancelled.description
+        JobResultFile.write(result, to: resultsFolder)
+    }
+
     /// The folder the results go to.
     public var resultsFolder: URL {
         spec.resultsFolder ?? URL(fileURLWithPath: "airlock-results").appendingPathComponent(jobID)
@@ -131,12 +145,20 @@ public final class JobRunner: @unchecked Sendable {
         let connection = try Connection.airlock(uri: spec.connectURI)
         defer { connection.close() }
         let plan = try acceleratorPlan(connection)
-        if let node = try? connection.nodeInfo(), Int64(spec.memoryMiB) * 1024 > node.memoryKiB {
-            throw AirlockError(
-                .invalidArgument,
-                "the job asks for \(Sizes.format(Int64(spec.memoryMiB) << 20)) of memory; host '\(connection.uri)' has "
-                    + Sizes.format(node.memoryKiB << 10),
-                hint: "lower --memory")
+        if let node = try? connection.nodeInfo() {
+            if Int64(spec.memoryMiB) * 1024 > node.memoryKiB {
+                throw AirlockError(
+                    .invalidArgument,
+                    "the job asks for \(Sizes.format(Int64(spec.memoryMiB) << 20)) of memory; host "
+                        + "'\(connection.uri)' has \(Sizes.format(node.memoryKiB << 10))",
+                    hint: "lower --memory")
+            }
+            if spec.vcpus > node.cpus {
+                throw AirlockError(
+                    .invalidArgument,
+                    "the job asks for \(spec.vcpus) vCPUs; host '\(connection.uri)' has \(node.cpus) CPUs",
+                    hint: "lower --vcpus")
+            }
         }
 
         // 2. From here on, every path ends in `cleanUp` and writes result.json.
@@ -182,6 +204,9 @@ public final class JobRunner: @unchecked Sendable {
     struct AcceleratorPlan {
         var first: Accelerator
         var probing: Bool
+        /// Whether a failed probe falls back to TCG; without it (KVM asked
+        /// for by name), the job fails at once instead.
+        var fallback = true
     }
 
     func acceleratorPlan(_ connection: Connection) throws(AirlockError) -> AcceleratorPlan {
@@ -201,7 +226,20 @@ public final class JobRunner: @unchecked Sendable {
                     .hostUnavailable, "host '\(connection.uri)' offers no KVM acceleration",
                     hint: "use --accel tcg (slow emulation) or a host with /dev/kvm")
             }
-            return AcceleratorPlan(first: .kvm, probing: false)
+            let known = cache.lookup(uri: connection.uri)
+            if known == .kvm {
+                return AcceleratorPlan(first: .kvm, probing: false)
+            }
+            if known == .tcg {
+                throw AirlockError(
+                    .hostUnavailable,
+                    "KVM did not boot a guest on host '\(connection.uri)' when Airlock last tried it, so this host "
+                        + "runs guests under TCG",
+                    hint: "use --accel auto or --accel tcg; to have auto try KVM again, delete "
+                        + "'\(spec.stateFolder.appendingPathComponent("accel").path)'")
+            }
+            // Asked for by name: a KVM that cannot boot the guest fails the job soon, rather than at the deadline.
+            return AcceleratorPlan(first: .kvm, probing: true, fallback: false)
         case .tcg:
             guard hasTCG else {
                 throw AirlockError(

@@ -143,6 +143,15 @@ public struct JobSpec: Sendable {
                     .invalidArgument, "'\(Terminal.escape(secret.name))' is not a valid name for a secret",
                     hint: "names use letters, digits and '_', and do not start with a digit")
             }
+            if let file = secret.file {
+                // Checked now, read when the job starts: the value is never kept.
+                var info = stat()
+                guard stat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(file, R_OK) == 0 else {
+                    throw AirlockError(
+                        .invalidArgument, "the file '\(file)' of secret '\(secret.name)' is not a readable file",
+                        hint: "name a readable file with --secret-file NAME=PATH")
+                }
+            }
             guard secretNames.insert(secret.name).inserted,
                 !environment.contains(where: { $0.0 == secret.name })
             else {

@@ -47,9 +47,10 @@ public struct Secret: Sendable, Equatable, Codable {
         } else {
             guard let found = environment[name] else {
                 throw AirlockError(
-                    .invalidArgument, "secret '\(name)' is not set in the environment",
-                    hint: "export \(name) in the environment of 'airlock run', or of the controller for submitted "
-                        + "jobs; or read it from a file with --secret-file \(name)=PATH")
+                    .invalidArgument, "secret '\(name)' is not set in the environment of the process running the job",
+                    hint: "for 'airlock run', export \(name) first; for submitted jobs the controller reads it: start "
+                        + "'airlock controller' with \(name) exported (under systemd, in /etc/airlock/controller.env); "
+                        + "or read it from a file with --secret-file \(name)=PATH")
             }
             text = found
         }

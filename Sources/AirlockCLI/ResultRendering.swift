@@ -34,6 +34,9 @@ enum ResultRendering {
         }
         if let egress = result.egress, egress.failed > 0 {
             line += "\nairlock: egress: \(egress.failed) of \(egress.connections) guest connections were not carried"
+            for failure in egress.failures ?? [] {
+                line += "\nairlock: egress: \(failure)"
+            }
         }
         if let collected = result.collected {
             for skipped in collected.skipped.prefix(10) {

@@ -47,6 +47,12 @@ struct RunCommand {
         var images = environment["AIRLOCK_IMAGES"]
         while let option = reader.next() {
             guard let name = option.name else {
+                var isFolder: ObjCBool = false
+                if FileManager.default.fileExists(atPath: option.word, isDirectory: &isFolder), isFolder.boolValue {
+                    throw UsageError(
+                        "unexpected argument '\(option.word)'",
+                        hint: "to run a job on that folder, pass it with --workload: \(usage)")
+                }
                 throw UsageError(
                     "unexpected argument '\(option.word)'", hint: "put the command after '--': \(usage)")
             }
@@ -123,8 +129,9 @@ struct RunCommand {
         signals.onSecond = {
             let left = runner.leftovers()
             if !left.isEmpty {
-                Output.note("airlock: left behind: \(left.joined(separator: ", ")); 'virsh destroy' removes the domain")
+                Output.note("airlock: left behind: \(left.joined(separator: ", ")); 'airlock gc' removes them")
             }
+            runner.recordAbandoned(leftBehind: left)
         }
         if spec.egress == .open {
             Output.note(Self.openEgressWarning)

@@ -151,7 +151,8 @@ enum SpecOptions {
         case "--egress":
             let value = try reader.value(for: name, inline: inline)
             do {
-                request.spec.egress = try Egress.parse(value)
+                // Repeated allow lists add up; none and open replace what came before.
+                request.spec.egress = try Egress.parse(value).adding(to: request.spec.egress)
             } catch {
                 throw UsageError(error.message, hint: error.hint)
             }

@@ -40,6 +40,20 @@ struct EgressTests {
         }
     }
 
+    @Test("a second allow list adds to the first; none and open replace it; a clash is refused")
+    func repeated() throws {
+        let first = try Egress.parse("allow=127.0.0.1:1")
+        #expect(
+            try Egress.parse("allow=127.0.0.1:2").adding(to: first)
+                == .allow([
+                    .init(host: "127.0.0.1", port: 1), .init(host: "127.0.0.1", port: 2),
+                ]))
+        #expect(try Egress.parse("allow=127.0.0.1:1").adding(to: first) == first)
+        #expect(try Egress.none.adding(to: first) == .none)
+        #expect(try Egress.open.adding(to: first) == .open)
+        #expect(throws: AirlockError.self) { try Egress.parse("allow=10.0.0.1:1").adding(to: first) }
+    }
+
     @Test("egress survives the store as it was given")
     func codable() throws {
         for egress in [Egress.none, .open, try Egress.parse("allow=10.0.0.1:1,[::1]:2")] {

@@ -36,6 +36,48 @@ struct GuestScriptTests {
         #expect(script.hasSuffix("exec 'printf' '%s|%s' 'a b'"))
     }
 
+    /// Runs a piece of the run script in a local shell; never the whole
+    /// script, which sets up cgroups that belong to a guest.
+    private func runLocally(_ script: String, input: String = "") throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        let stdin = Pipe()
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+        let out = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let err = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, out, err)
+    }
+
+    @Test("secrets read from standard input arrive byte for byte, and are in no command line")
+    func secretsOnStandardInput() throws {
+        let secrets = [("A", "plain"), ("B", "with 'quotes' and $(id)\nand a trailing newline\n"), ("C", "ünï ✓")]
+        let command = ["sh", "-c", "printf '%s|' \"$A\" \"$B\" \"$C\""]
+        let script = GuestScript.run(command: command, environment: [], readsSecrets: true)
+        #expect(script.contains(GuestScript.secretsReader))
+        for (_, value) in secrets {
+            #expect(!script.contains(value))
+        }
+        let run = try runLocally(
+            GuestScript.secretsReader + "\n" + GuestScript.start(command), input: GuestScript.secretLines(secrets))
+        #expect(run.out == secrets.map { $0.1 + "|" }.joined())
+    }
+
+    @Test("a program the guest does not have is named, with exit status 127")
+    func missingProgram() throws {
+        let run = try runLocally(GuestScript.start(["no-such-program-here", "x"]))
+        #expect(run.status == 127)
+        #expect(run.err == "airlock: no-such-program-here: command not found in the guest\n")
+    }
+
     @Test(
         "environment names are checked",
         arguments: [("OK", true), ("_x1", true), ("1X", false), ("A-B", false), ("", false), ("A B", false)])

@@ -62,6 +62,14 @@ struct SecretTests {
         spec.secrets = [Secret(name: "HOME")]
         spec.environment = [("HOME", "/root")]
         #expect(throws: AirlockError.self) { try spec.validate() }
+        // A secret file is checked, not read, before anything is stored or started.
+        spec.environment = []
+        spec.secrets = [Secret(name: "T", file: "/nonexistent/secret")]
+        #expect {
+            try spec.validate()
+        } throws: { error in
+            "\(error)".contains("of secret 'T' is not a readable file")
+        }
     }
 
     @Test("the stored spec keeps a secret's name and file, never its value")
