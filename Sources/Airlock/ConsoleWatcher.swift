@@ -76,8 +76,9 @@ final class ConsoleWatcher: @unchecked Sendable {
     func tail(lines: Int = 20) -> String {
         let bytes = state.withLock { $0.tail }
         let text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+        // Each line is marked as the guest's, so that none can pass for a line of Airlock's own.
         return text.split(separator: "\n", omittingEmptySubsequences: true).suffix(lines)
-            .map { Terminal.escape(String($0)) }.joined(separator: "\n")
+            .map { "  | " + Terminal.escape(String($0)) }.joined(separator: "\n")
     }
 
     /// Waits until the guest is ready, the console ends, `deadline` passes

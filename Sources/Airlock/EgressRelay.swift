@@ -45,10 +45,54 @@ final class EgressRelay: @unchecked Sendable {
         self.report = EgressReport(egress)
     }
 
-    /// Asks the guest's SSH server to listen for every endpoint.
+    /// One address of an endpoint: its family and its `sockaddr` bytes.
+    struct Address {
+        var family: Int32
+        var bytes: [UInt8]
+        var parts: (Int32, [UInt8]) { (family, bytes) }
+    }
+
+    /// Why an endpoint's name did not resolve.
+    struct ResolveFailure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Each endpoint's addresses, looked up once, before the command starts:
+    /// a slow resolver then cannot stall the relay or its stop.
+    private var resolved: [Egress.Endpoint: Result<[Address], ResolveFailure>] = [:]
+
+    /// Looks an endpoint up, by number or by name.
+    static func resolve(_ endpoint: Egress.Endpoint) -> Result<[Address], ResolveFailure> {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = Egress.isIPAddress(endpoint.host) ? AI_NUMERICHOST : 0
+        var found: UnsafeMutablePointer<addrinfo>?
+        let code = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
+        guard code == 0 else {
+            return .failure(
+                ResolveFailure(description: "cannot resolve '\(endpoint.host)': \(String(cString: gai_strerror(code)))")
+            )
+        }
+        defer { freeaddrinfo(found) }
+        var addresses: [Address] = []
+        var next = found
+        while let entry = next {
+            if let address = entry.pointee.ai_addr {
+                let bytes = UnsafeRawBufferPointer(start: address, count: Int(entry.pointee.ai_addrlen))
+                addresses.append(Address(family: entry.pointee.ai_family, bytes: Array(bytes)))
+            }
+            next = entry.pointee.ai_next
+        }
+        return .success(addresses)
+    }
+
+    /// Resolves every endpoint and asks the guest's SSH server to listen for each.
     ///
     /// - Throws: `AirlockError` `.guestFailed` when it refuses one.
     func listen(deadline: ContinuousClock.Instant) throws(AirlockError) {
+        for endpoint in endpoints {
+            resolved[endpoint] = Self.resolve(endpoint)
+        }
         for endpoint in endpoints {
             do {
                 let listener = try session.listen(host: "127.0.0.1", port: endpoint.port, deadline: deadline)
@@ -112,9 +156,12 @@ final class EgressRelay: @unchecked Sendable {
                     report.bytesIn += connection.bytesIn
                     if let failure = connection.failure {
                         report.noteFailure(connection.endpoint, failure)
-                        logger.info(
-                            "egress connection dropped",
-                            metadata: ["egress.endpoint": "\(connection.endpoint)", "error": connection.failure ?? ""])
+                        // The guest decides how many: only the first few are logged; result.json counts them all.
+                        if report.failed <= EgressReport.maxListedFailures {
+                            logger.info(
+                                "egress connection dropped",
+                                metadata: ["egress.endpoint": "\(connection.endpoint)", "error": failure])
+                        }
                     }
                     releasing.append(contentsOf: connection.close())
                 }
@@ -141,14 +188,16 @@ final class EgressRelay: @unchecked Sendable {
                 report.connections += 1
                 guard connections.count < Self.maxConnections else {
                     report.noteFailure(endpoint, "more than \(Self.maxConnections) connections open at once")
-                    logger.info(
-                        "egress connection refused: too many open",
-                        metadata: ["egress.endpoint": "\(endpoint)", "egress.open": "\(connections.count)"])
+                    if report.failed <= EgressReport.maxListedFailures {
+                        logger.info(
+                            "egress connection refused: too many open",
+                            metadata: ["egress.endpoint": "\(endpoint)", "egress.open": "\(connections.count)"])
+                    }
                     if !channel.release() { releasing.append(channel) }
                     continue
                 }
                 let connection = RelayedConnection(channel: channel, endpoint: endpoint)
-                connection.connect()
+                connection.connect(resolved[endpoint] ?? Self.resolve(endpoint))
                 connections.append(connection)
             }
         }
@@ -165,7 +214,7 @@ private final class RelayedConnection {
     private var connecting = false
     private var bridge: ChannelBridge?
     /// The endpoint's addresses not yet tried, in the resolver's order.
-    private var addresses: [(family: Int32, address: [UInt8])] = []
+    private var addresses: [EgressRelay.Address] = []
     /// Why connecting failed, when it did.
     private var connectFailure: String?
 
@@ -179,34 +228,24 @@ private final class RelayedConnection {
     var bytesOut: Int64 { bridge?.bytesFromChannel ?? 0 }
     var bytesIn: Int64 { bridge?.bytesToChannel ?? 0 }
 
-    /// What to wait for on the host socket.
+    /// What to wait for on the host socket (-1, which poll skips, for nothing).
     var pollRequest: pollfd {
         if let bridge { return bridge.pollRequest }
-        return pollfd(fd: socket, events: connecting ? Int16(POLLOUT) : 0, revents: 0)
+        return pollfd(fd: connecting ? socket : -1, events: Int16(POLLOUT), revents: 0)
     }
 
-    /// Resolves the endpoint and starts connecting to its first address;
-    /// `pump` sees the result and moves on to the next address on failure.
-    func connect() {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = Egress.isIPAddress(endpoint.host) ? AI_NUMERICHOST : 0
-        var found: UnsafeMutablePointer<addrinfo>?
-        let code = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
-        guard code == 0 else {
-            connectFailure = "cannot resolve '\(endpoint.host)': \(String(cString: gai_strerror(code)))"
-            return
+    /// Starts connecting to the endpoint's first address; `pump` sees the
+    /// result and moves on to the next address on failure.
+    ///
+    /// - Parameter resolved: The endpoint's addresses, or why there are none.
+    func connect(_ resolved: Result<[EgressRelay.Address], EgressRelay.ResolveFailure>) {
+        switch resolved {
+        case .success(let found): addresses = found
+        case .failure(let failure): connectFailure = failure.description
         }
-        defer { freeaddrinfo(found) }
-        var next = found
-        while let entry = next {
-            if let address = entry.pointee.ai_addr {
-                let bytes = UnsafeRawBufferPointer(start: address, count: Int(entry.pointee.ai_addrlen))
-                addresses.append((entry.pointee.ai_family, Array(bytes)))
-            }
-            next = entry.pointee.ai_next
+        if connectFailure == nil {
+            connectNext(lastError: "no address")
         }
-        connectNext(lastError: "no address")
     }
 
     /// Starts connecting to the next address, or fails with `lastError` when none is left.
@@ -220,7 +259,7 @@ private final class RelayedConnection {
             connectFailure = "connect: \(lastError)"
             return
         }
-        let (family, address) = addresses.removeFirst()
+        let (family, address) = addresses.removeFirst().parts
         let fd = Glibc.socket(
             family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else {

@@ -23,8 +23,8 @@ enum GuestScript {
 
     /// Runs the job's command in the work folder, inside the job cgroup.
     ///
-    /// The command itself becomes the session's process (through `exec`),
-    /// so the SSH server reports its own exit code or signal. A watcher left
+    /// The session ends as the command did (see `start`), so the SSH server
+    /// reports the command's own exit code or signal. A watcher left
     /// outside the cgroup kills everything the command started once the
     /// command is gone: background processes cannot outlive it and hold the
     /// output streams open.
@@ -84,15 +84,36 @@ enum GuestScript {
         """
     // The x above keeps trailing newlines, which $(...) would drop.
 
-    /// Execs the command, or names it plainly when the guest has no such
-    /// program (rather than through the shell's view of the whole script).
-    /// A program named by a path is left to `exec`, which says why it cannot run it.
+    /// Where the run script leaves the command's exit status in the guest.
+    static let exitStatusFile = "/tmp/.airlock-exit"
+
+    /// Runs the command and ends the same way it did, or names it plainly
+    /// when the guest has no such program (rather than through the shell's
+    /// view of the whole script).
+    ///
+    /// The script waits for the command, leaves its status in
+    /// `exitStatusFile`, and then ends as the command did: a death by
+    /// signal N (status 128+N) is passed on by killing itself with N, so
+    /// that the SSH server reports the signal. Some servers (dropbear) send
+    /// nothing at all for signals they cannot name; the status file then
+    /// still says how the command ended. Stop signals are never passed on.
     static func start(_ command: [String]) -> String {
-        let exec = "exec " + command.map(quote).joined(separator: " ")
-        guard !command[0].contains("/") else { return exec }
-        let program = quote(command[0])
-        return "command -v \(program) >/dev/null 2>&1 || "
-            + "{ printf 'airlock: %s: command not found in the guest\\n' \(program) >&2; exit 127; }\n" + exec
+        var lines: [String] = []
+        if !command[0].contains("/") {
+            let program = quote(command[0])
+            lines.append(
+                "command -v \(program) >/dev/null 2>&1 || "
+                    + "{ printf 'airlock: %s: command not found in the guest\\n' \(program) >&2; exit 127; }")
+        }
+        lines += [
+            command.map(quote).joined(separator: " "),
+            "airlock_status=$?",
+            "echo \"$airlock_status\" >\(exitStatusFile) 2>/dev/null",
+            "case $airlock_status in 149|150|151|152) ;; 129|1[3-5][0-9]) trap - $((airlock_status - 128));"
+                + " kill -$((airlock_status - 128)) $$;; esac",
+            "exit \"$airlock_status\"",
+        ]
+        return lines.joined(separator: "\n")
     }
 
     /// What the run script reads on standard input when it `readsSecrets`:
@@ -130,12 +151,13 @@ enum GuestScript {
     }
 
     /// Prints what the job cgroup's limits counted, as `stat NAME VALUE`
-    /// lines: processes the memory limit killed, forks the process limit
+    /// lines: the command's exit status, processes the memory limit killed, forks the process limit
     /// refused, and the work folder's file system (type, block size, blocks
     /// available and in all; ext4 holds some free blocks back even from
     /// root, so a full disk shows none available rather than none free).
     static let stats = """
-        { echo "stat oom_kill $(sed -n 's/^oom_kill //p' \(jobCgroup)/memory.events 2>/dev/null)"
+        { echo "stat exit $(cat \(exitStatusFile) 2>/dev/null)"
+        echo "stat oom_kill $(sed -n 's/^oom_kill //p' \(jobCgroup)/memory.events 2>/dev/null)"
         echo "stat pids_max $(sed -n 's/^max //p' \(jobCgroup)/pids.events 2>/dev/null)"
         echo "stat disk $(stat -f -c '%T %S %a %b' \(workFolder) 2>/dev/null)"; }
         """

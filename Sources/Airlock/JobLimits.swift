@@ -38,6 +38,8 @@ public struct LimitHit: Sendable, Codable, Equatable {
 /// `stat` lines of `GuestScript.stats`. The guest may lie: these only
 /// explain an outcome, they never decide one.
 struct GuestStats: Equatable {
+    /// The command's exit status as the run script saw it (128+N for signal N).
+    var exitStatus: Int32?
     var oomKills = 0
     var processLimitHits = 0
     /// The work folder's file system was a disk (not RAM) with almost no free space.
@@ -49,6 +51,7 @@ struct GuestStats: Equatable {
             let words = line.split(separator: " ")
             guard words.count >= 3 else { continue }
             switch words[1] {
+            case "exit": exitStatus = Int32(words[2]).flatMap { (0...255).contains($0) ? $0 : nil }
             case "oom_kill": oomKills = Int(words[2]) ?? 0
             case "pids_max": processLimitHits = Int(words[2]) ?? 0
             case "disk" where words.count == 6:
@@ -66,6 +69,23 @@ struct GuestStats: Equatable {
 }
 
 extension JobResult {
+    /// Corrects a command reported as `exited(0)` that the run script saw
+    /// end otherwise: an SSH server that cannot name a signal (dropbear,
+    /// for SIGBUS or SIGXFSZ, say) sends neither a signal nor an exit
+    /// status, which reads as exit 0.
+    mutating func reconcileExit(with guest: GuestStats) {
+        guard state == .succeeded, exitCode == 0, signal == nil, let status = guest.exitStatus, status != 0 else {
+            return
+        }
+        state = .failed
+        if status > 128, let name = Signals.name(of: status - 128) {
+            exitCode = nil
+            signal = name
+        } else {
+            exitCode = status
+        }
+    }
+
     /// Records every limit the job ran into, from its outcome and the guest's counts.
     mutating func noteLimits(_ spec: JobSpec, guest: GuestStats) {
         var hits: [LimitHit] = []

@@ -76,7 +76,8 @@ public struct JobResult: Sendable, Codable, Equatable {
                 return errorCode == AirlockError.Code.hostUnavailable.description
                     ? ExitCode.hostUnavailable : ExitCode.jobFailed
             }
-            if let exitCode { return exitCode }
+            // A code that does not fit an exit status (a forged one) still reads as a failure.
+            if let exitCode { return (1...255).contains(exitCode) ? exitCode : 255 }
             if let signal { return 128 + (Signals.number(of: signal) ?? 0) }
             return ExitCode.jobFailed
         }
@@ -141,6 +142,11 @@ public enum Signals {
         "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
         "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
     ]
+
+    /// The name of a Linux signal number, without "SIG".
+    public static func name(of number: Int32) -> String? {
+        table.first { $0.value == number }?.key
+    }
 
     /// The Linux number of a signal name, with or without "SIG".
     public static func number(of name: String) -> Int32? {

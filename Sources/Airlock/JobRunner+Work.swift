@@ -83,12 +83,12 @@ extension JobRunner {
                     + Terminal.escape(String(decoding: errors, as: UTF8.self)))
         }
         // The guest counts what it unpacked, "." included; anything missing is an error, never a silent loss.
-        let counted = Int(String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
-        guard counted == entries + 1 else {
+        let answered = String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard Int(answered) == entries + 1 else {
             throw AirlockError(
                 .guestFailed,
-                "the guest holds \(counted.map { String($0 - 1) } ?? "?") workload entries, "
-                    + "\(entries) were sent")
+                "the guest counted '\(Terminal.escape(String(answered.prefix(20))))' workload entries with '.'; "
+                    + "\(entries) were sent, so \(entries + 1) were expected")
         }
     }
 

@@ -177,6 +177,7 @@ public final class JobRunner: @unchecked Sendable {
         } catch {
             record(error, guest: guest, into: &result)
         }
+        result.reconcileExit(with: stats)
         result.noteLimits(spec, guest: stats)
 
         let destroyStart = ContinuousClock.now

@@ -38,12 +38,15 @@ public final class ChannelBridge {
             || (channelEnded && socketShutDown && socketEnded && toChannel.isEmpty && channelToldEnd)
     }
 
-    /// What to wait for on the socket.
+    /// What to wait for on the socket. When the bridge wants nothing from
+    /// it (it waits on the channel instead), the descriptor is -1, which
+    /// poll skips: a socket that hung up would otherwise wake it at once,
+    /// again and again.
     public var pollRequest: pollfd {
         var events: Int16 = 0
         if !toSocket.isEmpty { events |= Int16(POLLOUT) }
         if toChannel.isEmpty && !socketEnded { events |= Int16(POLLIN) }
-        return pollfd(fd: socket, events: events, revents: 0)
+        return pollfd(fd: events == 0 ? -1 : socket, events: events, revents: 0)
     }
 
     /// Moves what can be moved now, both ways.

@@ -29,11 +29,11 @@ struct GuestScriptTests {
         #expect(output == Array(value.utf8))
     }
 
-    @Test("the run script exports each variable verbatim and execs the quoted command")
+    @Test("the run script exports each variable verbatim and runs the quoted command")
     func runScript() throws {
         let script = GuestScript.run(command: ["printf", "%s|%s", "a b"], environment: [("V", "x'y\n$z")])
         #expect(script.contains("export V='x'\\''y\n$z'"))
-        #expect(script.hasSuffix("exec 'printf' '%s|%s' 'a b'"))
+        #expect(script.contains("\n'printf' '%s|%s' 'a b'\nairlock_status=$?\n"))
     }
 
     /// Runs a piece of the run script in a local shell; never the whole
@@ -69,6 +69,22 @@ struct GuestScriptTests {
         let run = try runLocally(
             GuestScript.secretsReader + "\n" + GuestScript.start(command), input: GuestScript.secretLines(secrets))
         #expect(run.out == secrets.map { $0.1 + "|" }.joined())
+    }
+
+    @Test(
+        "the script ends as the command did, by exit code or by the same signal, and leaves the status behind",
+        arguments: [("exit 3", 3, false, "3"), ("kill -USR1 $$", 10, true, "138"), ("exit 0", 0, false, "0")])
+    func endsAsTheCommandDid(_ body: String, _ code: Int32, _ signaled: Bool, _ recorded: String) throws {
+        defer { unlink(GuestScript.exitStatusFile) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", GuestScript.start(["sh", "-c", body])]
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == code)
+        #expect((process.terminationReason == .uncaughtSignal) == signaled)
+        let status = try String(contentsOfFile: GuestScript.exitStatusFile, encoding: .utf8)
+        #expect(status == recorded + "\n")
     }
 
     @Test("a program the guest does not have is named, with exit status 127")

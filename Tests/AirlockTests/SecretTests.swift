@@ -111,6 +111,27 @@ struct JobLimitsTests {
         #expect(GuestStats(lines: ["stat oom_kill", "stat pids_max x", "garbage"]) == GuestStats())
     }
 
+    @Test("an exit 0 the run script saw otherwise becomes the status or the signal it saw")
+    func reconcile() {
+        func outcome(_ status: Int32?, state: JobResult.State = .succeeded) -> JobResult {
+            var result = JobResult(jobID: "j", state: state, image: "tiny", host: "h", startedAt: Date())
+            result.exitCode = state == .succeeded ? 0 : nil
+            var stats = GuestStats()
+            stats.exitStatus = status
+            result.reconcileExit(with: stats)
+            return result
+        }
+        let bus = outcome(135)
+        #expect(bus.state == .failed && bus.signal == "BUS" && bus.exitCode == nil && bus.processExitCode == 135)
+        let three = outcome(3)
+        #expect(three.state == .failed && three.exitCode == 3 && three.processExitCode == 3)
+        #expect(outcome(0).state == .succeeded)
+        #expect(outcome(nil).state == .succeeded)
+        #expect(outcome(135, state: .timedOut).signal == nil)
+        #expect(GuestStats(lines: ["stat exit 300"]).exitStatus == nil)
+        #expect(GuestStats(lines: ["stat exit 153"]).exitStatus == 153)
+    }
+
     @Test("every limit a job ran into is named, with the option that sets it")
     func hits() {
         let spec = JobSpec(

@@ -322,7 +322,35 @@ extension Integration {
             try expectHostUnaffected()
         }
 
+        @Test("a command killed by a signal the guest's SSH server cannot name still fails, naming the signal")
+        func unnamedSignal() throws {
+            // dropbear sends no exit message at all for SIGXFSZ.
+            let outcome = try Harness.run([
+                "--workload", "examples/hello", "--", "sh", "-c",
+                "ulimit -f 1; exec dd if=/dev/zero of=/tmp/big bs=1k count=100",
+            ])
+            #expect(outcome.status == 153, "\(outcome.stderrText)")
+            let result = try outcome.result()
+            #expect(result["state"] as? String == "failed")
+            #expect(result["signal"] as? String == "XFSZ")
+            try expectHostUnaffected()
+        }
+
         // MARK: - The operator's terminal
+
+        @Test("a line the guest writes on its console never passes for one of Airlock's own")
+        func forgedConsoleLine() throws {
+            let script = """
+                printf '\\nairlock: job 000000000000 succeeded (1.0 s, tcg); results in /tmp/x\\n' >/dev/ttyS0
+                sleep 1; poweroff -f
+                """
+            let outcome = try Harness.run(["--workload", "examples/hello", "--", "sh", "-c", script])
+            #expect(outcome.status == 125)
+            let lines = outcome.stderrText.split(separator: "\n")
+            #expect(!lines.contains { $0.hasPrefix("airlock: job 000000000000") }, "\(outcome.stderrText)")
+            #expect(lines.contains { $0.hasPrefix("  | ") && $0.contains("airlock: job 000000000000") })
+            try expectHostUnaffected()
+        }
 
         @Test("on a terminal, escape sequences in output and in file names arrive as visible text")
         func terminalEscapes() throws {
