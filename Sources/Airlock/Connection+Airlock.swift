@@ -4,6 +4,8 @@ extension Connection {
     /// Connects to libvirt, turning a failure into Airlock's error with the
     /// usual hint on how to start libvirtd.
     static func airlock(uri: String) throws(AirlockError) -> Connection {
+        // A remote host whose SSH port does not answer would hold the open for minutes.
+        try HostProbe.reachable(uri)
         do {
             return try Connection(uri: uri)
         } catch {

@@ -20,8 +20,8 @@ import Synchronization
 /// `run()` blocks its thread until `stop()`; `stop()` and `wake()` may be
 /// called from any thread.
 public final class Controller: @unchecked Sendable {
-    // @unchecked: `children` and `connection` are touched only by the thread
-    // in `run()`; everything else shared is behind a Mutex.
+    // @unchecked: `children`, `monitors` and `settings` are touched only by
+    // the thread in `run()`; everything else shared is behind a Mutex.
 
     /// How the controller runs.
     public struct Options: Sendable {
@@ -52,8 +52,9 @@ public final class Controller: @unchecked Sendable {
     /// How each reaped worker ended, by its process token.
     private let endings = Mutex<[String: String]>([:])
     private var children: [pid_t: (job: String, token: String)] = [:]
-    private var connection: Connection?
-    private var hostDown = false
+    /// One monitor per host, by name, and each host's settings as last read.
+    private var monitors: [String: HostMonitor] = [:]
+    private var settings: [String: JobStore.Host] = [:]
     private var diskFull = false
 
     public init(queue: JobQueue, options: Options, logger: Logger) {
@@ -80,27 +81,36 @@ public final class Controller: @unchecked Sendable {
 
     /// Runs until `stop()`.
     ///
-    /// - Returns: The capacity it scheduled against.
-    /// - Throws: `AirlockError` when the host cannot be reached at start or
-    ///   the store cannot be used.
+    /// The hosts are those `airlock host add` registered in the store, or,
+    /// with none registered, the one at `connectURI` (named `local`). Each
+    /// is watched by a `HostMonitor`; jobs start only on healthy hosts that
+    /// are not draining, and a batch spreads: each job goes to the host
+    /// with the most free room.
+    ///
+    /// - Throws: `AirlockError` when the store cannot be used, or when no
+    ///   host is registered and `connectURI` cannot be reached at start.
     public func run() throws(AirlockError) {
-        let capacity = try HostCapacity.measure(
-            uri: options.connectURI, concurrency: options.concurrency, policy: options.policy)
         let me = ProcessToken.current
-        try queue.store.register(controller: me, uri: options.connectURI, capacity: capacity)
+        var hosts = try currentHosts()
+        if try queue.store.hosts().isEmpty {
+            // The one host of a single-host setup must answer now, as it always had to.
+            let capacity = try HostCapacity.measure(
+                uri: options.connectURI, concurrency: options.concurrency, policy: options.policy)
+            try queue.store.register(controller: me, uri: options.connectURI, capacity: capacity)
+        }
         defer { try? queue.store.unregister(controller: me) }
+        syncMonitors(hosts)
+        defer { monitors.values.forEach { $0.stop() } }
         logger.notice(
             "controller started",
             metadata: [
-                "host.uri": options.connectURI, "concurrency": "\(capacity.concurrency)",
-                "capacity.vcpus": "\(capacity.vcpus)", "capacity.memory": "\(capacity.memoryMiB) MiB",
-                "state.dir": queue.stateFolder.path,
+                "hosts": hosts.map { "\($0.name)=\($0.uri)" }.joined(separator: ","),
+                "concurrency": "\(options.concurrency) per host", "state.dir": queue.stateFolder.path,
             ])
 
         let recovery = Recovery(queue: queue, logger: logger) { [self] token in endings.withLock { $0[token] } }
-        let collector = GarbageCollector(
-            connectURI: options.connectURI, stateFolder: queue.stateFolder, logger: logger)
         var lastSweep = ContinuousClock.now
+        var lastHostsRead = ContinuousClock.now
         while !isStopping {
             reapWorkers()
             do {
@@ -108,55 +118,141 @@ public final class Controller: @unchecked Sendable {
             } catch {
                 logger.warning("cannot check for jobs whose process died", metadata: ["error": "\(error)"])
             }
+            // Hosts added, removed or drained meanwhile.
+            if ContinuousClock.now - lastHostsRead > .seconds(2) {
+                lastHostsRead = ContinuousClock.now
+                if let read = try? currentHosts() {
+                    hosts = read
+                    syncMonitors(hosts)
+                }
+                registerLargest(owner: me)
+                failJobsForNoHost(hosts)
+            }
             // What gc removes: guests and run folders of processes that died
             // outside the store, and workload copies no job needs any more.
             if ContinuousClock.now - lastSweep > .seconds(60) {
                 lastSweep = ContinuousClock.now
-                rejectJobsTooBigForEveryone(capacity: capacity)
+                rejectJobsTooBigForEveryone()
                 // How a worker ended matters only while its job awaits recovery.
                 if let owners = try? Set(queue.store.liveJobs().map(\.owner)) {
                     endings.withLock { $0 = $0.filter { owners.contains($0.key) } }
                 }
-                if let swept = try? collector.sweep() {
-                    for item in swept.domains + swept.folders + swept.snapshots {
-                        logger.notice("removed a dead job's leftover", metadata: ["item": item])
-                    }
-                }
+                sweep()
             }
-            if hostIsReachable() && diskHasRoom() {
-                claimJobs(owner: me, capacity: capacity)
+            if diskHasRoom() {
+                claimJobs(owner: me)
             }
             _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(options.tick.inMilliseconds)))
         }
         reapWorkers()
-        connection?.close()
         logger.notice(
             "controller stopped", metadata: ["jobs.running": "\(children.count)"])
     }
 
+    // MARK: - Hosts
+
+    /// The registered hosts, or the one at `connectURI` when none is.
+    private func currentHosts() throws(AirlockError) -> [JobStore.Host] {
+        let registered = try queue.store.hosts()
+        return registered.isEmpty ? [JobStore.Host(name: "local", uri: options.connectURI)] : registered
+    }
+
+    /// Starts a monitor for each new host, stops those of hosts removed,
+    /// and takes each host's current settings (draining, labels).
+    private func syncMonitors(_ hosts: [JobStore.Host]) {
+        let names = Set(hosts.map(\.name))
+        for (name, monitor) in monitors where !names.contains(name) {
+            monitor.stop()
+            monitors[name] = nil
+            logger.notice("host removed; no job starts there", metadata: ["host": name])
+        }
+        for host in hosts {
+            if let monitor = monitors[host.name], monitor.host.uri == host.uri, monitor.host.vcpus == host.vcpus,
+                monitor.host.memoryMiB == host.memoryMiB
+            {
+                settings[host.name] = host
+                continue
+            }
+            monitors[host.name]?.stop()
+            let monitor = HostMonitor(
+                host: host, concurrency: options.concurrency, policy: options.policy, logger: logger)
+            monitor.start()
+            monitors[host.name] = monitor
+            settings[host.name] = host
+        }
+    }
+
+    /// The largest capacity among healthy hosts, recorded for `submit`'s
+    /// check that a job can ever fit.
+    private func registerLargest(owner: String) {
+        let capacities = monitors.values.compactMap { $0.status.healthy ? $0.status.capacity : nil }
+        guard let largest = capacities.max(by: { ($0.vcpus, $0.memoryMiB) < ($1.vcpus, $1.memoryMiB) }) else {
+            return
+        }
+        let uri = monitors.count == 1 ? monitors.values.first?.host.uri ?? options.connectURI : "hosts"
+        try? queue.store.register(controller: owner, uri: uri, capacity: largest)
+    }
+
+    /// Fails queued jobs that ask for a host that is not there.
+    private func failJobsForNoHost(_ hosts: [JobStore.Host]) {
+        for job in (try? queue.store.queuedForNoHost(hosts)) ?? [] {
+            fail(
+                job.id,
+                reason: "the job asks for \(job.want), and there is none ('airlock host ls' lists the hosts)")
+        }
+    }
+
+    /// Runs gc's sweep on every healthy host.
+    private func sweep() {
+        for monitor in monitors.values where monitor.status.healthy {
+            let collector = GarbageCollector(
+                connectURI: monitor.host.uri, stateFolder: queue.stateFolder, logger: logger)
+            if let swept = try? collector.sweep() {
+                for item in swept.domains + swept.folders + swept.snapshots {
+                    logger.notice("removed a dead job's leftover", metadata: ["item": item, "host": monitor.host.name])
+                }
+            }
+        }
+    }
+
     // MARK: - Claiming and starting
 
-    private func claimJobs(owner: String, capacity: HostCapacity) {
-        // Jobs too big for this host are left to a live controller with more
-        // room, if there is one; asked only when such a job comes up.
-        var leavingTooBig = false
-        while !isStopping {
+    private func claimJobs(owner: String) {
+        var candidates = monitors.values.filter { monitor in
+            monitor.status.healthy && monitor.status.capacity != nil
+                && settings[monitor.host.name]?.draining != true
+        }
+        // Jobs too big for one host are left to a host, or a controller, with more room.
+        let largest = largestCapacity()
+        var leaving: Set<String> = []
+        while !isStopping && !candidates.isEmpty {
+            // The host with the most free room first, so that a batch spreads over the hosts.
+            let usage = (try? queue.store.liveUsage()) ?? [:]
+            func free(_ monitor: HostMonitor) -> Int {
+                (monitor.status.capacity?.concurrency ?? 0) - (usage[monitor.host.uri]?.jobs ?? 0)
+            }
+            candidates.sort { free($0) > free($1) || (free($0) == free($1) && $0.host.name < $1.host.name) }
+            let monitor = candidates[0]
+            guard let capacity = monitor.status.capacity else {
+                candidates.removeFirst()
+                continue
+            }
+            let host = settings[monitor.host.name] ?? monitor.host
             let outcome: JobStore.ClaimOutcome
             do {
                 outcome = try queue.store.claimNext(
-                    owner: owner, host: options.connectURI, capacity: capacity, leavingTooBig: leavingTooBig)
+                    owner: owner, host: host.uri, capacity: capacity, leavingTooBig: leaving.contains(host.name),
+                    named: (host.name, host.labels))
             } catch {
                 logger.warning("cannot claim a job", metadata: ["error": "\(error)"])
                 return
             }
             switch outcome {
             case .idle, .full:
-                return
+                candidates.removeFirst()
             case .neverFits(let id, let vcpus, let memory):
-                if let largest = try? queue.schedulingCapacity(policy: options.policy),
-                    largest.vcpus > capacity.vcpus || largest.memoryMiB > capacity.memoryMiB
-                {
-                    leavingTooBig = true
+                if vcpus <= largest.vcpus && memory <= largest.memoryMiB {
+                    leaving.insert(host.name)
                     continue
                 }
                 fail(
@@ -164,24 +260,37 @@ public final class Controller: @unchecked Sendable {
                     reason: "the job can never run here: "
                         + (capacity.refusal(vcpus: vcpus, memoryMiB: memory) ?? "it does not fit the host"))
             case .claimed(let claim):
-                JobEvents.log(logger, claim.id, .starting, "attempt \(claim.attempt) of \(claim.maxAttempts)")
-                start(claim, owner: owner)
+                JobEvents.log(
+                    logger, claim.id, .starting, "attempt \(claim.attempt) of \(claim.maxAttempts) on \(host.name)")
+                start(claim, owner: owner, on: host)
             }
         }
+    }
+
+    /// The largest capacity among healthy hosts and live controllers.
+    private func largestCapacity() -> HostCapacity {
+        var capacities = monitors.values.compactMap { $0.status.healthy ? $0.status.capacity : nil }
+        if let others = try? queue.schedulingCapacity(policy: options.policy) {
+            capacities.append(others)
+        }
+        return capacities.max(by: { ($0.vcpus, $0.memoryMiB) < ($1.vcpus, $1.memoryMiB) })
+            ?? HostCapacity(concurrency: 0, vcpus: 0, memoryMiB: 0)
     }
 
     /// Fails queued jobs that no live controller could ever run. While a
     /// bigger controller is live, claiming passes over jobs too big for this
     /// one; these would otherwise wait for good.
-    private func rejectJobsTooBigForEveryone(capacity: HostCapacity) {
-        // The live controllers include this one.
-        let largest = (try? queue.schedulingCapacity(policy: options.policy)) ?? capacity
+    private func rejectJobsTooBigForEveryone() {
+        let largest = largestCapacity()
+        // With no healthy host, nothing is known to be too big.
+        guard largest.vcpus > 0 else { return }
         let jobs = (try? queue.store.queuedLargerThan(vcpus: largest.vcpus, memoryMiB: largest.memoryMiB)) ?? []
         for job in jobs {
             fail(
                 job.id,
-                reason: "the job can never run: no controller's host is big enough ("
-                    + (capacity.refusal(vcpus: job.vcpus, memoryMiB: job.memoryMiB) ?? "it does not fit") + " here)")
+                reason: "the job can never run: no host is big enough ("
+                    + (largest.refusal(vcpus: job.vcpus, memoryMiB: job.memoryMiB) ?? "it does not fit")
+                    + " on the largest)")
         }
     }
 
@@ -194,10 +303,10 @@ public final class Controller: @unchecked Sendable {
 
     /// Starts the worker for a claimed job, in a process group of its own so
     /// that a Ctrl-C meant for the controller does not reach it.
-    private func start(_ claim: JobStore.Claim, owner: String) {
+    private func start(_ claim: JobStore.Claim, owner: String, on host: JobStore.Host) {
         var arguments = [
             "airlock", "worker", claim.id, "--claimed-by", owner, "--state-dir", queue.stateFolder.path,
-            "--connect", options.connectURI,
+            "--connect", host.uri,
         ]
         arguments += ["--images", queue.catalog.root.path]
         if options.debug {
@@ -248,25 +357,5 @@ public final class Controller: @unchecked Sendable {
         }
         diskFull = !room
         return room
-    }
-
-    /// Whether libvirt answers; the controller starts no job while it does not.
-    private func hostIsReachable() -> Bool {
-        if let connection, connection.isAlive {
-            return true
-        }
-        connection?.close()
-        connection = try? Connection(uri: options.connectURI)
-        let reachable = connection != nil
-        if reachable == hostDown {
-            hostDown = !reachable
-            if reachable {
-                logger.notice("libvirt answers again; starting jobs", metadata: ["host.uri": options.connectURI])
-            } else {
-                logger.warning(
-                    "libvirt does not answer; no job starts until it does", metadata: ["host.uri": options.connectURI])
-            }
-        }
-        return reachable
     }
 }

@@ -68,17 +68,25 @@ struct DiskPool {
     func createOverlay(
         in pool: StoragePool, jobID: String, base: URL, capacity: Int64
     ) throws(AirlockError) -> String {
-        let name = Self.overlayName(jobID: jobID)
+        try Self.createOverlay(in: pool, jobID: jobID, basePath: base.path, capacity: capacity)
+    }
+
+    /// Makes a job's overlay on a base disk given by its path on the pool's
+    /// host (which may be another machine).
+    static func createOverlay(
+        in pool: StoragePool, jobID: String, basePath: String, capacity: Int64
+    ) throws(AirlockError) -> String {
+        let name = overlayName(jobID: jobID)
         let xml = """
             <volume><name>\(name)</name><capacity unit='bytes'>\(capacity)</capacity>\
             <target><format type='qcow2'/><permissions><mode>0600</mode></permissions></target>\
-            <backingStore><path>\(xmlEscaped(base.path))</path><format type='qcow2'/></backingStore></volume>
+            <backingStore><path>\(xmlEscaped(basePath))</path><format type='qcow2'/></backingStore></volume>
             """
         do {
             return try pool.createVolume(xml: xml).path()
         } catch {
             throw AirlockError(
-                .hostUnavailable, "cannot create the disk overlay '\(name)' on '\(base.path)'", cause: error)
+                .hostUnavailable, "cannot create the disk overlay '\(name)' on '\(basePath)'", cause: error)
         }
     }
 

@@ -108,10 +108,20 @@ public struct GarbageCollector: Sendable {
             }
         }
 
+        // A job folder is this host's to clean when the job ran here: a remote
+        // job's folder names its host, a local job's names none.
+        let remote = (try? RemoteHost.parse(connectURI)) != nil
         let folders = (try? FileManager.default.contentsOfDirectory(atPath: runFolder.path)) ?? []
         for jobID in folders.sorted() {
             let folder = runFolder.appendingPathComponent(jobID)
             guard !JobOwner.isAlive(in: folder) else { continue }
+            let host = JobOwner.remoteHost(in: folder)
+            guard remote ? host == connectURI : host == nil else { continue }
+            if remote {
+                let storage = RemoteStorage(connection: connection, stateFolder: stateFolder)
+                guard storage.removeJobVolumes(jobID) else { continue }
+                report.disks.append("\(connectURI) \(RemoteStorage.jobPrefix(jobID))*")
+            }
             switch JobOwner.removeOverlay(in: folder, connection: connection) {
             case .removed(let overlay): report.disks.append(overlay)
             case .failed: continue  // The folder names it: keep the folder for the next pass.
@@ -120,6 +130,11 @@ public struct GarbageCollector: Sendable {
             if (try? FileManager.default.removeItem(at: folder)) != nil {
                 report.folders.append(folder.path)
             }
+        }
+        // A remote host keeps the files of attempts that lost it while they ran.
+        if remote {
+            report.disks += sweepRemoteOrphans(connection, queue: queue)
+            return report
         }
         report.disks += sweepOrphanOverlays(connection, domains: Set(domains.map(\.name)))
         report.pools = sweepStalePools(connection)
@@ -149,6 +164,31 @@ public struct GarbageCollector: Sendable {
             else { continue }
             if DiskPool.removeOverlay(path: path, connection: connection) {
                 removed.append(path)
+            }
+        }
+        return removed
+    }
+
+    /// Removes the job files in a remote host's pool that no job folder
+    /// names and whose job (one of this state folder's) is not running
+    /// there now: left by an attempt that lost the host and was run again.
+    /// Jobs this store does not know (another controller's) are left alone.
+    private func sweepRemoteOrphans(_ connection: Connection, queue: JobQueue?) -> [String] {
+        guard let queue, let pool = try? connection.storagePool(named: RemoteStorage.poolName) else { return [] }
+        try? pool.refresh()
+        let runFolder = JobOwner.runFolder(in: stateFolder)
+        var jobs: Set<String> = []
+        for name in (try? pool.volumeNames()) ?? [] where name.hasPrefix("airlock-") {
+            jobs.insert(String(name.dropFirst("airlock-".count).prefix(12)))
+        }
+        var removed: [String] = []
+        for jobID in jobs.sorted() {
+            guard let record = try? queue.store.record(jobID),
+                !(record.state.isLive && record.host == connectURI),
+                !FileManager.default.fileExists(atPath: runFolder.appendingPathComponent(jobID).path)
+            else { continue }
+            if RemoteStorage(connection: connection, stateFolder: stateFolder).removeJobVolumes(jobID) {
+                removed.append("\(connectURI) \(RemoteStorage.jobPrefix(jobID))*")
             }
         }
         return removed
@@ -194,6 +234,17 @@ enum JobOwner {
     static let fileName = "owner"
     /// The file naming the job's disk overlay, written before the overlay is made.
     static let overlayFile = "overlay"
+    /// Names the remote host that holds the job's volumes, if it ran on one.
+    static let remoteFile = "remote"
+
+    /// The URI of the remote host a job folder names, or nil for a local job.
+    static func remoteHost(in folder: URL) -> String? {
+        guard let text = try? String(contentsOf: folder.appendingPathComponent(remoteFile), encoding: .utf8) else {
+            return nil
+        }
+        let uri = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return uri.isEmpty ? nil : uri
+    }
 
     /// What became of the overlay a job folder names.
     enum OverlayRemoval {

@@ -26,6 +26,14 @@ public struct HostCapacity: Sendable, Equatable {
 
         public init() {}
 
+        /// No reserve and no overcommit: for a host whose size an operator
+        /// gave as what guests may use.
+        static let exact: Policy = {
+            var policy = Policy()
+            policy.reservedMemoryMiB = 0
+            return policy
+        }()
+
         /// The reserve used when none is set: a tenth of the host, at most 1 GiB.
         func reserve(forHostMiB total: Int) -> Int {
             reservedMemoryMiB ?? min(1024, total / 10)

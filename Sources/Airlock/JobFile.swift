@@ -1,3 +1,4 @@
+import AirlockLog
 import Foundation
 
 /// One job as a spec file describes it: the run spec, plus what the store
@@ -10,6 +11,10 @@ public struct JobRequest: Sendable {
     /// How often an infrastructure failure (no boot, lost SSH, libvirt
     /// error) is retried. The command's own failures never are.
     public var retries = 2
+    /// The host the job must run on, by name (`airlock host ls`).
+    public var host: String?
+    /// A `key=value` label the job's host must carry.
+    public var hostLabel: String?
 
     public init(spec: JobSpec) {
         self.spec = spec
@@ -41,6 +46,19 @@ public struct JobRequest: Sendable {
         guard (0...10).contains(retries) else {
             throw AirlockError(.invalidArgument, "retries \(retries) is out of range (0 to 10)")
         }
+        if let host, !JobStore.Host.isValidName(host) {
+            throw AirlockError(
+                .invalidArgument, "'\(Terminal.escape(host))' is not a host name",
+                hint: "'airlock host ls' lists the hosts")
+        }
+        if let hostLabel {
+            let parts = hostLabel.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, Self.isValidLabelKey(String(parts[0])) else {
+                throw AirlockError(
+                    .invalidArgument, "the host label '\(Terminal.escape(hostLabel))' is not key=value",
+                    hint: "for example --host-label zone=europe-west4-a")
+            }
+        }
     }
 
     static func isValidLabelKey(_ key: String) -> Bool {
@@ -61,7 +79,7 @@ public enum JobFile {
     static let keys = [
         "image", "workload", "command", "env", "timeout", "bootTimeout", "tcgTimeoutFactor", "transferTimeout",
         "vcpus", "memory", "disk", "collect", "maxOutput", "maxResults", "maxResultFiles", "maxProcesses", "accel",
-        "egress", "secrets", "secretFiles", "labels", "priority", "retries",
+        "egress", "secrets", "secretFiles", "labels", "priority", "retries", "host", "hostLabel",
     ]
 
     /// Reads one job spec file, without validating the values it sets: the
@@ -290,6 +308,8 @@ public enum JobFile {
         if let labels = try reader.map("labels") { request.labels.merge(labels) { _, line in line } }
         if let priority = try reader.integer("priority") { request.priority = priority }
         if let retries = try reader.integer("retries") { request.retries = retries }
+        if let host = try reader.string("host") { request.host = host }
+        if let label = try reader.string("hostLabel") { request.hostLabel = label }
         return request
     }
 

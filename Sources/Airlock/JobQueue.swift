@@ -60,10 +60,20 @@ public struct JobQueue: Sendable {
         _ requests: [JobRequest], sources: [String?] = [], asBatch: Bool, policy: HostCapacity.Policy = .init()
     ) throws(AirlockError) -> Submitted {
         let capacity = try schedulingCapacity(policy: policy)
+        let registered = try store.hosts()
+        let hosts = registered.isEmpty ? [JobStore.Host(name: "local", uri: "qemu:///system")] : registered
         for (index, request) in requests.enumerated() {
             let source = index < sources.count ? sources[index] : nil
             do throws(AirlockError) {
                 try request.validate()
+                if request.host != nil || request.hostLabel != nil,
+                    !hosts.contains(where: { $0.accepts(host: request.host, label: request.hostLabel) })
+                {
+                    let want = request.host.map { "host '\($0)'" } ?? "a host labelled '\(request.hostLabel ?? "")'"
+                    throw AirlockError(
+                        .invalidArgument, "the job asks for \(want), and there is none",
+                        hint: "'airlock host ls' lists the hosts; 'airlock host add' adds one")
+                }
                 let image = try catalog.image(named: request.spec.image)
                 try image.checkFits(request.spec)
                 if let refusal = capacity.refusal(vcpus: request.spec.vcpus, memoryMiB: request.spec.memoryMiB) {
@@ -98,6 +108,8 @@ public struct JobQueue: Sendable {
                 job.vcpus = spec.vcpus
                 job.memoryMiB = spec.memoryMiB
                 job.workload = spec.workloadSnapshot?.file
+                job.host = request.host
+                job.hostLabel = request.hostLabel
                 jobs.append(job)
             }
             // gc leaves snapshots alone for an hour after their last change:

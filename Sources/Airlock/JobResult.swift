@@ -62,6 +62,9 @@ public struct JobResult: Sendable, Codable, Equatable {
     public var limitsHit: [LimitHit]?
     /// What the guest could reach, and what Airlock carried for it.
     public var egress: EgressReport?
+    /// Bytes of the image sent to the job's remote host, when the host
+    /// did not hold it yet (0: it did).
+    public var imageUploadBytes: Int64?
 
     /// The exit code `airlock run` reports for this result.
     public var processExitCode: Int32 {

@@ -16,6 +16,7 @@ extension JobRunner {
         let jobFolder = runFolder.appendingPathComponent(jobID)
         try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
         _ = chmod(runFolder.path, 0o711)
+        clearEarlierAttempt(jobFolder, connection: connection)
         try FileManager.default.createDirectory(at: jobFolder, withIntermediateDirectories: false)
         shared.withLock { $0.jobFolder = jobFolder.path }
         _ = chmod(jobFolder.path, 0o711)
@@ -49,8 +50,10 @@ extension JobRunner {
             }
             result.phases.define = seconds(since: defineStart)
             result.accelerator = accelerator.rawValue
-            result.qemu = QEMUConfinement.read(domainName: guest.domain.name, uri: connection.uri)
-            result.qemu?.warnIfUnconfined(logger)
+            if remote == nil {
+                result.qemu = QEMUConfinement.read(domainName: guest.domain.name, uri: connection.uri)
+                result.qemu?.warnIfUnconfined(logger)
+            }
             result.sshPort = guest.port
 
             let bootStart = ContinuousClock.now
@@ -104,17 +107,37 @@ extension JobRunner {
         }
     }
 
-    /// What the guest is given besides its kernel: the key file (fw_cfg) or
-    /// cloud-init seed, and its disks.
+    /// Removes what an earlier attempt of this job left in its folder (an
+    /// attempt that lost its host cannot remove its files there): its local
+    /// overlay if it had one, then the folder. Files on a remote host are
+    /// removed by this attempt when it runs there, else by gc's sweep of that host.
+    func clearEarlierAttempt(_ jobFolder: URL, connection: Connection) {
+        guard FileManager.default.fileExists(atPath: jobFolder.path) else { return }
+        logger.info("removing what an earlier attempt left", metadata: ["job.folder": jobFolder.path])
+        if JobOwner.remoteHost(in: jobFolder) == nil {
+            _ = JobOwner.removeOverlay(in: jobFolder, connection: connection)
+        }
+        FileTree.removeIfPossible(jobFolder)
+    }
+
+    /// What the guest is given, as paths on its host: its kernel and
+    /// initrd, the key file (fw_cfg) or cloud-init seed, and its disks.
     struct Media {
+        var kernel: String?
+        var initrd: String?
         var keysFile: String?
         var disks: [DomainSpec.Disk] = []
+        /// Bytes of the image sent to a remote host for this job.
+        var uploaded: Int64 = 0
     }
 
     /// Writes the keys the way the image takes them and makes the job's
     /// overlay on the image's base disk.
     func prepareMedia(image: Image, connection: Connection, jobFolder: URL, keys: GuestKeys) throws -> Media {
-        var media = Media()
+        if remote != nil {
+            return try prepareRemoteMedia(image: image, connection: connection, jobFolder: jobFolder, keys: keys)
+        }
+        var media = Media(kernel: image.kernelURL?.path, initrd: image.initrdURL?.path)
         if let base = image.diskURL {
             try DiskPool.checkReachable(base.resolvingSymlinksInPath())
             let pool = DiskPool(catalog: spec.catalog)
@@ -160,7 +183,7 @@ extension JobRunner {
             let port = try PortAllocator.freeLoopbackPort()
             var spec = DomainSpec(
                 name: name, jobID: jobID, accelerator: accelerator, vcpus: self.spec.vcpus,
-                memoryMiB: self.spec.memoryMiB, kernel: image.kernelURL?.path, initrd: image.initrdURL?.path,
+                memoryMiB: self.spec.memoryMiB, kernel: media.kernel, initrd: media.initrd,
                 cmdline: image.cmdline.map { $0 + " airlock.lifetime=\(lifetimeSeconds)" }, keysFile: media.keysFile,
                 sshPort: port)
             spec.disks = media.disks
@@ -169,6 +192,10 @@ extension JobRunner {
             let domain: Domain
             do {
                 shared.withLock { $0.domain = name }
+                if attempt == 1, let stale = try? connection.domain(named: name) {
+                    // This job's guest from an earlier attempt, on a host that came back: this process owns the job now.
+                    _ = try? stale.destroy()
+                }
                 domain = try connection.createDomain(xml: spec.xml(), paused: true)
             } catch  where error.message.contains("host forwarding") && attempt < 5 {
                 logger.info("port taken, retrying with another", metadata: ["ssh.port": "\(port)"])
@@ -195,7 +222,9 @@ extension JobRunner {
             }
             let watch = GuestWatch(domain: domain) { [weak self] in self?.stopOnDiskFull() }
             watch.start()
-            return Guest(domain: domain, console: console, watch: watch, port: port, keys: keys)
+            return Guest(
+                domain: domain, console: console, watch: watch, port: port, keys: keys,
+                uploaded: remote == nil ? nil : media.uploaded)
         }
     }
 
@@ -210,13 +239,14 @@ extension JobRunner {
         _ guest: Guest, image: Image, deadline: ContinuousClock.Instant, interrupt: Interrupt? = nil
     ) throws -> Session {
         do {
-            let session = try Session(
-                host: "127.0.0.1", port: guest.port, deadline: deadline, interrupt: interrupt ?? self.interrupt)
+            let session = try route.open(port: guest.port, deadline: deadline, interrupt: interrupt ?? self.interrupt)
             logger.debug("SSH handshake done")
             try session.verifyHostKey(guest.keys.host.publicKeyBlob)
             try session.authenticate(user: image.sshUser, key: guest.keys.client, deadline: deadline)
             return session
-        } catch {
+        } catch let error as AirlockError {
+            throw error
+        } catch let error as SSHError {
             switch error.kind {
             case .interrupted:
                 throw AirlockError(.cancelled, "job '\(jobID)' was canceled")

@@ -42,6 +42,10 @@ extension JobRunner {
             result.state = .failed
             result.errorCode = AirlockError.Code.guestFailed.description
             result.error = "collecting results from guest '\(guest.domain.name)' failed: \(describe(error))"
+            if hostGone(guest) {
+                result.errorCode = AirlockError.Code.hostUnavailable.description
+                result.error = "lost host '\(spec.connectURI)' while results were collected: \(describe(error))"
+            }
         }
         result.collected = report
         // A cancel may surface as a failed read, or not at all (data kept flowing).
@@ -188,7 +192,13 @@ extension JobRunner {
         channel.free()
     }
 
-    func lostGuest(_ guest: Guest, _ error: SSHError) -> AirlockError {
+    func lostGuest(_ guest: Guest, _ error: SSHError) -> Error {
+        // A remote host that went away took the guest with it: the host failed, not the workload.
+        if hostGone(guest) {
+            return AirlockError(
+                .hostUnavailable, "lost host '\(spec.connectURI)' while its guest '\(guest.domain.name)' ran",
+                cause: error)
+        }
         var state = "gone"
         if let current = try? guest.domain.state() {
             state = current.description

@@ -32,8 +32,16 @@ public final class JobRunner: @unchecked Sendable {
     let output: @Sendable (OutputStream, UnsafeRawBufferPointer) -> Void
     let onPhase: @Sendable (JobPhase) -> Void
     let interrupt = Interrupt()
-    let shared = Mutex<(cancelled: Bool, domain: String?, jobFolder: String?, overlay: String?, diskFull: Bool)>(
-        (false, nil, nil, nil, false))
+    let shared = Mutex<
+        (
+            cancelled: Bool, domain: String?, jobFolder: String?, overlay: String?, diskFull: Bool,
+            remoteVolumes: Bool
+        )
+    >((false, nil, nil, nil, false, false))
+    /// The remote host the guest runs on, or nil for this machine.
+    let remote: RemoteHost?
+    /// How SSH reaches the guest.
+    let route: GuestRoute
 
     /// Whether the job's command was started in the guest. Set by `run()`;
     /// read it after `run()` returns.
@@ -57,6 +65,9 @@ public final class JobRunner: @unchecked Sendable {
         self.logger = logger
         self.output = output
         self.onPhase = onPhase
+        // A URI that cannot be read fails in `run()`, before anything is made.
+        remote = (try? RemoteHost.parse(spec.connectURI)) ?? nil
+        route = GuestRoute(remote: remote)
     }
 
     /// Asks the job to stop. Waits in progress end at once; the guest and the
@@ -91,6 +102,7 @@ public final class JobRunner: @unchecked Sendable {
         shared.withLock { state in
             [
                 state.domain.map { "domain '\($0)'" }, state.overlay.map { "disk '\($0)'" },
+                state.remoteVolumes ? "the job's files on host '\(spec.connectURI)'" : nil,
                 state.jobFolder.map { "folder '\($0)'" },
             ].compactMap { $0 }
         }
@@ -128,6 +140,7 @@ public final class JobRunner: @unchecked Sendable {
 
         // 1. Check everything that can be checked before making anything.
         try spec.validate()
+        _ = try RemoteHost.parse(spec.connectURI)
         let image = try spec.catalog.image(named: spec.image)
         try image.checkFits(spec)
         // Secrets are read now, so that a missing one fails before anything is made.
@@ -180,6 +193,7 @@ public final class JobRunner: @unchecked Sendable {
         result.reconcileExit(with: stats)
         result.noteLimits(spec, guest: stats)
 
+        result.imageUploadBytes = guest?.uploaded
         let destroyStart = ContinuousClock.now
         cleanUp(guest)
         result.phases.destroy = seconds(since: destroyStart)
@@ -199,6 +213,8 @@ public final class JobRunner: @unchecked Sendable {
         let port: Int
         let keys: GuestKeys
         var session: Session?
+        /// Bytes of the image sent to a remote host for this job, if any.
+        var uploaded: Int64?
     }
 
     /// The accelerators to try, in order, and whether the first is a probe.
@@ -279,8 +295,24 @@ public final class JobRunner: @unchecked Sendable {
         result.state = .failed
         result.error = describe(error)
         result.errorCode = (error as? AirlockError)?.code.description
+        if error is SSHError {
+            result.errorCode = AirlockError.Code.connectionLost.description
+        }
+        // A remote host that went away failed the job, whatever broke first.
+        if let guest, hostGone(guest) {
+            result.errorCode = AirlockError.Code.hostUnavailable.description
+        }
         result.hint = (error as? AirlockError)?.hint
         logger.debug("job failed", metadata: ["error": result.error ?? ""])
+    }
+
+    /// Whether the guest's remote host stopped answering: a libvirt call
+    /// fails and the connection is found closed.
+    func hostGone(_ guest: Guest) -> Bool {
+        guard remote != nil else { return false }
+        let domain = guest.domain
+        let answered = Bounded.run(.seconds(30)) { (try? domain.state()) != nil }
+        return answered != true && !guest.domain.connection.isAlive
     }
 
     func describe(_ error: Error) -> String {
@@ -301,6 +333,11 @@ public final class JobRunner: @unchecked Sendable {
                 shared.withLock { $0.domain = nil }
             }
         }
+        route.close()
+        if shared.withLock({ $0.remoteVolumes }) {
+            let connection = guest?.domain.connection
+            _ = Bounded.run(.seconds(40)) { [self] in removeRemoteVolumes(connection: connection) }
+        }
         if let overlay = shared.withLock({ $0.overlay }) {
             // The guest's connection when there is one; a fresh one if libvirtd went away meanwhile.
             let connection = guest.flatMap { $0.domain.connection.isAlive ? $0.domain.connection : nil }
@@ -314,7 +351,9 @@ public final class JobRunner: @unchecked Sendable {
                     metadata: ["disk.path": overlay])
             }
         }
-        if let folder = shared.withLock({ $0.jobFolder }), shared.withLock({ $0.overlay }) == nil {
+        if let folder = shared.withLock({ $0.jobFolder }),
+            shared.withLock({ $0.overlay == nil && !$0.remoteVolumes })
+        {
             try? FileManager.default.removeItem(atPath: folder)
             shared.withLock { $0.jobFolder = nil }
         }
@@ -322,10 +361,15 @@ public final class JobRunner: @unchecked Sendable {
 
     func destroy(_ guest: Guest) {
         guest.watch.stop()
-        if destroyDomain(named: guest.domain.name, connection: guest.domain) {
+        // A remote host that vanished is not waited for: its guest ends by its own lifetime, and gc cleans up.
+        let limit: Duration = remote == nil ? .seconds(3600) : .seconds(40)
+        let domain = guest.domain
+        let gone = Bounded.run(limit) { [self] in destroyDomain(named: domain.name, connection: domain) }
+        if gone == true {
             shared.withLock { $0.domain = nil }
         }
-        guest.console.stop()
+        let console = guest.console
+        _ = Bounded.run(.seconds(10)) { console.stop() }
     }
 
     /// Destroys a domain, through `domain` when given, else (or when that
@@ -344,10 +388,11 @@ public final class JobRunner: @unchecked Sendable {
                 lastError = error
             }
         }
-        let deadline = ContinuousClock.now + .seconds(30)
+        // A remote host that went away is not waited for long: its guest ends by its own lifetime.
+        let deadline = ContinuousClock.now + (remote == nil ? .seconds(30) : .seconds(10))
         repeat {
             do {
-                let connection = try Connection(uri: spec.connectURI)
+                let connection = try Connection.airlock(uri: spec.connectURI)
                 defer { connection.close() }
                 if let found = try connection.domain(named: name) {
                     try found.destroy()

@@ -38,8 +38,12 @@ extension JobStore {
     /// behind it, so that big jobs are not starved by small ones).
     /// With `leavingTooBig`, jobs bigger than the whole capacity are passed
     /// over, left for a controller with more room, instead of reported.
+    ///
+    /// Only jobs that `named` host may run are candidates: a job asking for
+    /// a host by name or label runs only where they match.
     public func claimNext(
-        owner: String, host: String, capacity: HostCapacity, leavingTooBig: Bool = false
+        owner: String, host: String, capacity: HostCapacity, leavingTooBig: Bool = false,
+        named: (name: String, labels: [String: String]) = ("local", [:])
     ) throws(AirlockError) -> ClaimOutcome {
         let now = Self.now
         return try access("claim a job") { database in
@@ -54,10 +58,17 @@ extension JobStore {
                 let liveCount = live.reduce(0) { $0 + Int($1[1].integer ?? 0) }
                 let usedVCPUs = live.reduce(0) { $0 + Int($1[2].integer ?? 0) }
                 let usedMemory = live.reduce(0) { $0 + Int($1[3].integer ?? 0) }
-                // Jobs left to controllers with more room are not candidates here.
-                let notLeft = leavingTooBig ? " AND vcpus <= ? AND memory_mib <= ?" : ""
-                let left: [SQLiteValue] =
-                    leavingTooBig ? [.integer(Int64(capacity.vcpus)), .integer(Int64(capacity.memoryMiB))] : []
+                // Jobs left to controllers with more room, or asking for another host, are not candidates here.
+                let labels = named.labels.map { "\($0.key)=\($0.value)" }.sorted()
+                let labelSlots = labels.map { _ in "?" }.joined(separator: ", ")
+                var notLeft =
+                    " AND (want_host IS NULL OR want_host = ?) AND (want_label IS NULL"
+                    + (labels.isEmpty ? ")" : " OR want_label IN (\(labelSlots)))")
+                var left: [SQLiteValue] = [.text(named.name)] + labels.map { .text($0) }
+                if leavingTooBig {
+                    notLeft += " AND vcpus <= ? AND memory_mib <= ?"
+                    left += [.integer(Int64(capacity.vcpus)), .integer(Int64(capacity.memoryMiB))]
+                }
                 guard
                     let top = try database.prepare(
                         "SELECT max(priority) FROM jobs WHERE state = 'queued' AND not_before <= ?" + notLeft

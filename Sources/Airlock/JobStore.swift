@@ -22,7 +22,7 @@ public final class JobStore: @unchecked Sendable {
     private let lock = Mutex(())
 
     /// The schema this code reads and writes.
-    static let schemaVersion: Int64 = 3
+    static let schemaVersion: Int64 = 4
 
     /// A job's life: queued, then starting, running, collecting, then one terminal state.
     public enum State: String, Sendable, CaseIterable, Codable {
@@ -61,6 +61,10 @@ public final class JobStore: @unchecked Sendable {
         public var workload: String?
         /// The job's result folder.
         public var results: String
+        /// The host the job must run on, by name, or nil for any.
+        public var host: String?
+        /// A `key=value` label the job's host must have, or nil for any.
+        public var hostLabel: String?
 
         public init(id: String, batch: String? = nil, spec: String, results: String) {
             self.id = id
@@ -120,7 +124,15 @@ public final class JobStore: @unchecked Sendable {
                     hint: "use the Airlock that made it, or another --state-dir")
             }
             if version < Self.schemaVersion {
-                try database.transaction { try database.execute(Self.schema) }
+                try database.transaction {
+                    try database.execute(Self.schema)
+                    // Stores made before hosts existed gain the jobs' host requests.
+                    let columns = try database.prepare("PRAGMA table_info(jobs)").rows().compactMap { $0[1].text }
+                    for column in ["want_host", "want_label"] where !columns.contains(column) {
+                        try database.execute("ALTER TABLE jobs ADD COLUMN \(column) TEXT")
+                    }
+                    try database.execute("PRAGMA user_version = \(Self.schemaVersion)")
+                }
             }
         } catch let error as AirlockError {
             throw error
@@ -156,7 +168,9 @@ public final class JobStore: @unchecked Sendable {
             host TEXT,
             results TEXT NOT NULL,
             exit_code INTEGER,
-            reason TEXT
+            reason TEXT,
+            want_host TEXT,
+            want_label TEXT
         );
         CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, seq);
         CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -185,7 +199,15 @@ public final class JobStore: @unchecked Sendable {
             memory_mib INTEGER NOT NULL,
             started REAL NOT NULL
         );
-        PRAGMA user_version = 3;
+        CREATE TABLE IF NOT EXISTS hosts (
+            name TEXT PRIMARY KEY,
+            uri TEXT NOT NULL UNIQUE,
+            vcpus INTEGER,
+            memory_mib INTEGER,
+            labels TEXT NOT NULL,
+            draining INTEGER NOT NULL DEFAULT 0,
+            added REAL NOT NULL
+        );
         """
 
     /// Runs `body` on the connection under the lock, turning SQLite's errors
@@ -215,8 +237,8 @@ public final class JobStore: @unchecked Sendable {
                     let insert = try database.prepare(
                         """
                         INSERT INTO jobs (id, batch, grp, priority, state, spec, vcpus, memory_mib, workload,
-                            submitted, updated, max_attempts, results)
-                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+                            submitted, updated, max_attempts, results, want_host, want_label)
+                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """)
                     let label = try database.prepare("INSERT INTO labels (job, key, value) VALUES (?, ?, ?)")
                     let transition = try database.prepare(
@@ -229,6 +251,7 @@ public final class JobStore: @unchecked Sendable {
                             .integer(Int64(job.priority)), .text(job.spec), .integer(Int64(job.vcpus)),
                             .integer(Int64(job.memoryMiB)), job.workload.map { .text($0) } ?? .null, .real(now),
                             .real(now), .integer(Int64(job.maxAttempts)), .text(job.results),
+                            job.host.map { .text($0) } ?? .null, job.hostLabel.map { .text($0) } ?? .null,
                         ])
                         for (key, value) in job.labels.sorted(by: { $0.key < $1.key }) {
                             try label.run([.text(job.id), .text(key), .text(value)])

@@ -60,28 +60,47 @@ public struct Recovery: Sendable {
         let domainName = "airlock-\(job.id)"
         let host = (try? queue.store.record(job.id))?.host ?? "qemu:///system"
 
-        // 1. The guest: without it gone, the job is not settled.
-        do {
-            let connection = try Connection(uri: host)
-            defer { connection.close() }
-            if let domain = try connection.domain(named: domainName) {
-                try domain.destroy()
-                report.domains.append(domainName)
-                logger.debug("destroyed the guest of a dead job", metadata: ["domain.name": domainName])
-            }
-        } catch {
-            // Hand the job back to the dead owner's token, so the next pass tries again.
-            _ = try? queue.store.takeOver(job.id, from: me, to: job.owner)
-            report.deferred.append(job.id)
+        // 1. The guest: without it gone, the job is not settled. A remote host
+        // that cannot be reached at all is left: its guest powers itself off
+        // at the end of its lifetime, and gc removes its files once the host answers.
+        let remote = (try? RemoteHost.parse(host)) != nil
+        if remote, (try? HostProbe.reachable(host)) == nil {
             logger.warning(
-                "cannot destroy the guest of a job whose process died; will try again",
-                metadata: ["job.id": job.id, "domain.name": domainName, "host.uri": host, "error": "\(error)"])
-            return
+                "the host of a job whose process died does not answer; settling the job without it",
+                metadata: ["job.id": job.id, "host.uri": host])
+        } else {
+            do {
+                let connection = try Connection(uri: host)
+                defer { connection.close() }
+                if let domain = try connection.domain(named: domainName) {
+                    try domain.destroy()
+                    report.domains.append(domainName)
+                    logger.debug("destroyed the guest of a dead job", metadata: ["domain.name": domainName])
+                }
+            } catch {
+                // Hand the job back to the dead owner's token, so the next pass tries again.
+                _ = try? queue.store.takeOver(job.id, from: me, to: job.owner)
+                report.deferred.append(job.id)
+                logger.warning(
+                    "cannot destroy the guest of a job whose process died; will try again",
+                    metadata: ["job.id": job.id, "domain.name": domainName, "host.uri": host, "error": "\(error)"])
+                return
+            }
         }
 
         // 2. Its files: the run folder (keys), and the partial results.
         let runFolder = JobOwner.runFolder(in: queue.stateFolder).appendingPathComponent(job.id)
-        if case .failed(let overlay) = JobOwner.removeOverlay(in: runFolder, connection: try? Connection(uri: host)) {
+        if remote {
+            // Removed now if the host answers; else the folder stays, naming them for gc.
+            let removed = (try? Connection(uri: host)).map {
+                RemoteStorage(connection: $0, stateFolder: queue.stateFolder).removeJobVolumes(job.id)
+            }
+            if removed == true {
+                try? FileManager.default.removeItem(at: runFolder)
+            }
+        } else if case .failed(let overlay) = JobOwner.removeOverlay(
+            in: runFolder, connection: try? Connection(uri: host))
+        {
             // The folder keeps naming it, so that gc removes it later.
             logger.warning(
                 "cannot remove the disk overlay of a job whose process died; gc will",

@@ -21,8 +21,9 @@ public enum AirlockCLI {
           cancel      stop queued and running jobs
           rm          forget finished jobs and delete their result folders
 
-        Images:
+        Images and hosts:
           image       list, inspect, build, import or remove guest images
+          host        add, list, drain or remove the hosts jobs run on
 
         Upkeep:
           gc          remove guests and files left by processes that died
@@ -83,11 +84,23 @@ public enum AirlockCLI {
             let command = try ImageCommand.parse(arguments, environment: environment)
             return try command.run(signals: installSignals())
         },
+        "host": Command(usage: HostCommand.usage, help: HostCommand.help) { arguments, environment in
+            try HostCommand.parse(arguments, environment: environment).run()
+        },
         "gc": Command(usage: GCCommand.usage, help: GCCommand.help) { arguments, environment in
             let command = try GCCommand.parse(arguments, environment: environment)
             return try command.run(logger: bootstrapLogger(debug: false, label: "airlock.gc", level: .warning))
         },
         "bench": Command(usage: BenchCommand.usage, help: BenchCommand.help) { arguments, environment in
+            if arguments.first == "hosts" {
+                let rest = Array(arguments.dropFirst())
+                if rest.first == "--help" || rest.first == "-h" {
+                    return printHelp(HostsBenchCommand.help)
+                }
+                let command = try HostsBenchCommand.parse(rest, environment: environment)
+                _ = bootstrapLogger(debug: false, label: "airlock.bench")
+                return try command.run(signals: installSignals())
+            }
             if arguments.first == "batch" {
                 let rest = Array(arguments.dropFirst())
                 if rest.first == "--help" || rest.first == "-h" {

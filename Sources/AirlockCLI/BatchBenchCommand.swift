@@ -87,18 +87,7 @@ struct BatchBenchCommand {
                 .invalidArgument, "workload folder '\(workload.path)' does not exist",
                 hint: "run from the repository folder, or pass --workload PATH/examples/hello")
         }
-        // A fresh folder of its own (mkdtemp, mode 0700), never one found in place.
-        var template = Array(
-            FileManager.default.temporaryDirectory.appendingPathComponent("airlock-bench-XXXXXX").path.utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw AirlockError(
-                .internalError, "cannot create a scratch folder in '\(FileManager.default.temporaryDirectory.path)'")
-        }
-        let scratch = URL(fileURLWithPath: String(cString: made))
-        // QEMU, running as its own user, passes through to each job's key file.
-        _ = chmod(scratch.path, 0o711)
-        let bench = BenchProcesses(
-            scratch: scratch,
+        let bench = try BenchProcesses.make(
             images: imagesFolder ?? stateFolder.appendingPathComponent("images"),
             accelCache: stateFolder.appendingPathComponent("accel"))
         signals.onFirst = {
@@ -144,9 +133,9 @@ struct BatchBenchCommand {
     }
 }
 
-/// The processes and scratch state of one `bench batch` run, and the clean-up
-/// that stops them whatever happens.
-private final class BenchProcesses: @unchecked Sendable {
+/// The processes and scratch state of one `bench batch` or `bench hosts`
+/// run, and the clean-up that stops them whatever happens.
+final class BenchProcesses: @unchecked Sendable {
     // @unchecked: `running` and `interrupted` sit behind the Mutex; the rest is
     // set in init and read only.
     let scratch: URL
@@ -158,6 +147,24 @@ private final class BenchProcesses: @unchecked Sendable {
         self.scratch = scratch
         self.images = images
         self.accelCache = accelCache
+    }
+
+    /// A bench in a fresh scratch folder of its own (mkdtemp), never one
+    /// found in place. Rounds start from a copy of `accelCache`, kept in
+    /// the scratch folder, to which rounds may add what they learn.
+    static func make(images: URL, accelCache: URL) throws -> BenchProcesses {
+        var template = Array(
+            FileManager.default.temporaryDirectory.appendingPathComponent("airlock-bench-XXXXXX").path.utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw AirlockError(
+                .internalError, "cannot create a scratch folder in '\(FileManager.default.temporaryDirectory.path)'")
+        }
+        let scratch = URL(fileURLWithPath: String(cString: made))
+        // QEMU, running as its own user, passes through to each job's key file.
+        _ = chmod(scratch.path, 0o711)
+        let cache = scratch.appendingPathComponent(".accel")
+        try? FileManager.default.copyItem(at: accelCache, to: cache)
+        return BenchProcesses(scratch: scratch, images: images, accelCache: cache)
     }
 
     struct Interrupted: Error, CustomStringConvertible {
@@ -280,8 +287,24 @@ private final class BenchProcesses: @unchecked Sendable {
     }
 
     /// Jobs a minute through `submit --batch` and one controller.
-    func queued(jobs: Int, concurrency: Int, image: String, workload: URL) throws -> QueuedRound {
-        let folder = try stateFolder("queue-\(concurrency)")
+    ///
+    /// - Parameters:
+    ///   - jobs: Hello jobs in the batch.
+    ///   - concurrency: The controller's `--concurrency`.
+    ///   - image: The guest image.
+    ///   - workload: The workload folder.
+    ///   - name: The round's state folder, under the scratch folder.
+    ///   - hosts: `airlock host add` arguments run before the submit (none: the controller's own host).
+    /// - Returns: The throughput, and the controller's and workers' peak memory.
+    /// - Throws: When a job fails or the controller ends early.
+    func queued(
+        jobs: Int, concurrency: Int, image: String, workload: URL, name: String? = nil, hosts: [[String]] = []
+    ) throws -> QueuedRound {
+        let folder = try stateFolder(name ?? "queue-\(concurrency)")
+        for host in hosts {
+            let (status, _) = try invoke(["host", "add"] + host, state: folder)
+            guard status == 0 else { throw AirlockError(.invalidArgument, "'airlock host add' failed (\(status))") }
+        }
         let batchFile = folder.appendingPathComponent("batch.jsonl")
         let line =
             #"{"image": "\#(image)", "workload": "\#(workload.path)", "command": ["sh", "run.sh"], "env": {"HELLO_EXIT": "0"}}"#
@@ -321,6 +344,33 @@ private final class BenchProcesses: @unchecked Sendable {
         }
         return QueuedRound(
             jobsPerMinute: Double(jobs) / elapsed * 60, controllerMiB: controllerPeak, workerMiB: workerPeak)
+    }
+
+    // MARK: - Hosts
+
+    /// One hello job by hand on `uri`; its result.
+    func timedRun(on uri: String, image: String, workload: URL, name: String) throws -> JobResult {
+        let folder = try stateFolder(name)
+        let results = folder.appendingPathComponent("results")
+        let (status, _) = try invoke(
+            [
+                "run", "--connect", uri, "--image", image, "--workload", workload.path, "--env", "HELLO_EXIT=0",
+                "--results", results.path, "--", "sh", "run.sh",
+            ], state: folder)
+        guard status == 0, let result = JobResultFile.read(from: results) else {
+            throw AirlockError(.guestFailed, "a bench job on '\(uri)' failed (exit status \(status))")
+        }
+        return result
+    }
+
+    /// Adds what a folder's accelerator cache learned to the one every later round starts from.
+    func keepAcceleratorCache(of name: String) {
+        let learned = scratch.appendingPathComponent(name).appendingPathComponent("accel")
+        try? FileManager.default.createDirectory(at: accelCache, withIntermediateDirectories: true)
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: learned.path)) ?? [] {
+            try? FileManager.default.copyItem(
+                at: learned.appendingPathComponent(file), to: accelCache.appendingPathComponent(file))
+        }
     }
 
     // MARK: - Scale
@@ -409,7 +459,7 @@ private final class BenchProcesses: @unchecked Sendable {
 }
 
 /// A child `airlock` process of the benchmark.
-private final class Child: Sendable {
+final class Child: Sendable {
     let pid: pid_t
     private let status = Mutex<Int32?>(nil)
 

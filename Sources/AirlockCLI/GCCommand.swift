@@ -43,7 +43,21 @@ struct GCCommand {
     }
 
     func run(logger: Logger) throws(AirlockError) -> Int32 {
-        let report = try GarbageCollector(connectURI: connectURI, stateFolder: stateFolder, logger: logger).run()
+        var report = try GarbageCollector(connectURI: connectURI, stateFolder: stateFolder, logger: logger).run()
+        // Every added host too: jobs that ran there left their guests and files there.
+        let hosts =
+            FileManager.default.fileExists(atPath: JobStore.file(in: stateFolder).path)
+            ? ((try? JobQueue(stateFolder: stateFolder).store.hosts()) ?? []) : []
+        for host in hosts where host.uri != connectURI {
+            do {
+                let swept = try GarbageCollector(connectURI: host.uri, stateFolder: stateFolder, logger: logger).sweep()
+                report.domains += swept.domains
+                report.disks += swept.disks
+                report.folders += swept.folders
+            } catch {
+                Output.note("airlock: host \(host.name) was not cleaned: \(error)")
+            }
+        }
         for job in report.requeued {
             print("queued again job \(job)")
         }

@@ -16,6 +16,7 @@ struct RunCommand {
         \(SpecOptions.help)
           --results DIR         result folder (default: airlock-results/JOB_ID)
           --connect URI         libvirt URI (default: qemu:///system)
+          --host NAME           run on this added host ('airlock host ls'), instead of --connect
           --state-dir DIR       Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
           --images DIR          image catalog (default: $AIRLOCK_IMAGES, else STATE_DIR/images)
           --json                print result.json on stdout instead of streaming output
@@ -35,6 +36,8 @@ struct RunCommand {
     var json = false
     var quiet = false
     var debug = false
+    /// An added host to run on, by name.
+    var host: String?
 
     /// Turns arguments into a spec. Pure apart from reading a spec file; reads only `environment`.
     static func parse(_ arguments: [String], environment: [String: String]) throws(UsageError) -> RunCommand {
@@ -63,13 +66,14 @@ struct RunCommand {
             case "--results":
                 command.spec.resultsFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
             case "--connect": command.spec.connectURI = try reader.value(for: name, inline: option.inline)
+            case "--host": command.host = try reader.value(for: name, inline: option.inline)
             case "--state-dir":
                 command.spec.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))
             case "--images": images = try reader.value(for: name, inline: option.inline)
             case "--json": command.json = true
             case "--quiet", "-q": command.quiet = true
             case "--debug": command.debug = true
-            case "--label", "--priority", "--retries", "--batch":
+            case "--label", "--priority", "--retries", "--batch", "--host-label":
                 throw UsageError("'\(name)' belongs to 'airlock submit'", hint: "airlock run runs one job at once")
             default:
                 throw UsageError("unknown option '\(name)'", hint: "see 'airlock run --help'")
@@ -99,6 +103,16 @@ struct RunCommand {
 
     /// Runs the job and renders its result. Returns the process exit code.
     func run(logger: Logger, signals: SignalRelay) throws(AirlockError) -> Int32 {
+        var spec = self.spec
+        if let host {
+            let hosts = try JobQueue(stateFolder: spec.stateFolder).store.hosts()
+            guard let found = hosts.first(where: { $0.name == host }) else {
+                throw AirlockError(
+                    .invalidArgument, "no host '\(Terminal.escape(host))'",
+                    hint: "'airlock host ls' lists the hosts; 'airlock host add NAME URI' adds one")
+            }
+            spec.connectURI = found.uri
+        }
         let streaming = !json && !quiet
         // A guest's escape sequences reach a terminal only as visible text.
         let filters = Mutex(

@@ -19,6 +19,9 @@ struct SubmitCommand {
           --label KEY=VALUE     label the job, for 'airlock ls --label' (repeatable)
           --priority N          higher runs first, -1000 to 1000 (default: 0)
           --retries N           retries after infrastructure failures, 0 to 10 (default: 2)
+          --host NAME           run only on this host ('airlock host ls')
+          --host-label KEY=VALUE
+                                run only on a host with this label
           --json                print {"batch": ..., "jobs": [...]} instead
           --state-dir DIR       Airlock's state (default: $AIRLOCK_STATE_DIR or /var/lib/airlock)
           --images DIR          image catalog (default: $AIRLOCK_IMAGES, else STATE_DIR/images)
@@ -69,6 +72,8 @@ struct SubmitCommand {
             case "--retries":
                 request.retries = try ValueParser.integer(
                     try reader.value(for: name, inline: option.inline), option: name)
+            case "--host": request.host = try reader.value(for: name, inline: option.inline)
+            case "--host-label": request.hostLabel = try reader.value(for: name, inline: option.inline)
             case "--json": command.json = true
             case "--state-dir":
                 command.stateFolder = URL(fileURLWithPath: try reader.value(for: name, inline: option.inline))

@@ -26,6 +26,9 @@ public final class Connection: @unchecked Sendable {
         guard let pointer else {
             throw LibvirtError.last("open")
         }
+        // A keepalive every 5 s, and the connection is dead after 3 go unanswered.
+        // Local connections decline it, which is fine: their socket says when libvirtd goes.
+        _ = virConnectSetKeepAlive(pointer, 5, 3)
         self.handle = Mutex(pointer)
         self.uri = uri
     }
