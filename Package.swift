@@ -37,6 +37,6 @@ let package = Package(
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite"]),
         .testTarget(name: "AirlockTests", dependencies: ["Airlock", "AirlockLog", "AirlockTestSupport"]),
         .testTarget(name: "AirlockCLITests", dependencies: ["AirlockCLI"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Airlock", "Libvirt", "SSH"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Airlock", "Libvirt", "SSH", "AirlockTestSupport"]),
     ]
 )

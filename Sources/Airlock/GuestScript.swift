@@ -97,7 +97,7 @@ enum GuestScript {
     /// that the SSH server reports the signal. Some servers (dropbear) send
     /// nothing at all for signals they cannot name; the status file then
     /// still says how the command ended. Stop signals are never passed on.
-    static func start(_ command: [String]) -> String {
+    static func start(_ command: [String], statusFile: String = exitStatusFile) -> String {
         var lines: [String] = []
         if !command[0].contains("/") {
             let program = quote(command[0])
@@ -108,7 +108,7 @@ enum GuestScript {
         lines += [
             command.map(quote).joined(separator: " "),
             "airlock_status=$?",
-            "echo \"$airlock_status\" >\(exitStatusFile) 2>/dev/null",
+            "echo \"$airlock_status\" >\(quote(statusFile)) 2>/dev/null",
             "case $airlock_status in 149|150|151|152) ;; 129|1[3-5][0-9]) trap - $((airlock_status - 128));"
                 + " kill -$((airlock_status - 128)) $$;; esac",
             "exit \"$airlock_status\"",

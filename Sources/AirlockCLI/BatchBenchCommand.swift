@@ -80,13 +80,7 @@ struct BatchBenchCommand {
     }
 
     func run(signals: SignalRelay) throws -> Int32 {
-        let workload = URL(fileURLWithPath: self.workload).standardizedFileURL
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder), isFolder.boolValue else {
-            throw AirlockError(
-                .invalidArgument, "workload folder '\(workload.path)' does not exist",
-                hint: "run from the repository folder, or pass --workload PATH/examples/hello")
-        }
+        let workload = try BenchProcesses.workloadFolder(self.workload)
         let bench = try BenchProcesses.make(
             images: imagesFolder ?? stateFolder.appendingPathComponent("images"),
             accelCache: stateFolder.appendingPathComponent("accel"))
@@ -147,6 +141,20 @@ final class BenchProcesses: @unchecked Sendable {
         self.scratch = scratch
         self.images = images
         self.accelCache = accelCache
+    }
+
+    /// The benchmark's workload folder, which must exist.
+    ///
+    /// - Throws: `AirlockError` `.invalidArgument` saying where to run from.
+    static func workloadFolder(_ path: String) throws(AirlockError) -> URL {
+        let workload = URL(fileURLWithPath: path).standardizedFileURL
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder), isFolder.boolValue else {
+            throw AirlockError(
+                .invalidArgument, "workload folder '\(workload.path)' does not exist",
+                hint: "run from the repository folder, or pass --workload PATH/examples/hello")
+        }
+        return workload
     }
 
     /// A bench in a fresh scratch folder of its own (mkdtemp), never one

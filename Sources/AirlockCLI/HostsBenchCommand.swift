@@ -75,13 +75,7 @@ struct HostsBenchCommand {
             throw AirlockError(
                 .invalidArgument, "'\(remote)' is not a remote host", hint: "pass a qemu+ssh://USER@HOST/system URI")
         }
-        let workload = URL(fileURLWithPath: self.workload).standardizedFileURL
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: workload.path, isDirectory: &isFolder), isFolder.boolValue else {
-            throw AirlockError(
-                .invalidArgument, "workload folder '\(workload.path)' does not exist",
-                hint: "run from the repository folder, or pass --workload PATH/examples/hello")
-        }
+        let workload = try BenchProcesses.workloadFolder(self.workload)
         let bench = try BenchProcesses.make(
             images: imagesFolder ?? stateFolder.appendingPathComponent("images"),
             accelCache: stateFolder.appendingPathComponent("accel"))

@@ -43,12 +43,7 @@ public final class Session {
         self.deadAfter = deadAfter
         do throws(SSHError) {
             try connectSocket(host: host, port: port, deadline: deadline)
-            guard let session = airlock_ssh_session_init() else {
-                throw SSHError(.library, message: "libssh2 could not allocate a session")
-            }
-            handle = session
-            libssh2_session_set_blocking(session, 0)
-            try retry(deadline, "handshake") { libssh2_session_handshake(session, socket) }
+            try handshake(deadline: deadline)
         } catch {
             close()
             throw error
@@ -76,16 +71,21 @@ public final class Session {
         socket = connected
         _ = fcntl(connected, F_SETFL, fcntl(connected, F_GETFL) | O_NONBLOCK)
         do throws(SSHError) {
-            guard let session = airlock_ssh_session_init() else {
-                throw SSHError(.library, message: "libssh2 could not allocate a session")
-            }
-            handle = session
-            libssh2_session_set_blocking(session, 0)
-            try retry(deadline, "handshake") { libssh2_session_handshake(session, connected) }
+            try handshake(deadline: deadline)
         } catch {
             close()
             throw error
         }
+    }
+
+    /// Makes the libssh2 session on the connected socket and runs the SSH handshake.
+    private func handshake(deadline: ContinuousClock.Instant) throws(SSHError) {
+        guard let session = airlock_ssh_session_init() else {
+            throw SSHError(.library, message: "libssh2 could not allocate a session")
+        }
+        handle = session
+        libssh2_session_set_blocking(session, 0)
+        try retry(deadline, "handshake") { libssh2_session_handshake(session, socket) }
     }
 
     deinit {

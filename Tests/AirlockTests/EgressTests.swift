@@ -135,25 +135,7 @@ final class EchoServer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
 
     init(address: String) throws {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var sockaddress = sockaddr_in()
-        sockaddress.sin_family = sa_family_t(AF_INET)
-        sockaddress.sin_addr.s_addr = inet_addr(address)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &sockaddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, length) == 0 && listen(descriptor, 16) == 0
-                    && getsockname(descriptor, $0, &length) == 0
-            }
-        }
-        guard ok else {
-            close(descriptor)
-            throw POSIXError(.EADDRNOTAVAIL)
-        }
-        fd = descriptor
-        port = Int(UInt16(bigEndian: sockaddress.sin_port))
+        (fd, port) = try LoopbackSocket.listen(address: address)
         Thread { [self] in
             while true {
                 let client = accept(fd, nil, nil)

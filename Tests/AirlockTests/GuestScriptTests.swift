@@ -75,15 +75,16 @@ struct GuestScriptTests {
         "the script ends as the command did, by exit code or by the same signal, and leaves the status behind",
         arguments: [("exit 3", 3, false, "3"), ("kill -USR1 $$", 10, true, "138"), ("exit 0", 0, false, "0")])
     func endsAsTheCommandDid(_ body: String, _ code: Int32, _ signaled: Bool, _ recorded: String) throws {
-        defer { unlink(GuestScript.exitStatusFile) }
+        let statusFile = FileManager.default.temporaryDirectory.appendingPathComponent("exit-\(UUID())").path
+        defer { unlink(statusFile) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", GuestScript.start(["sh", "-c", body])]
+        process.arguments = ["-c", GuestScript.start(["sh", "-c", body], statusFile: statusFile)]
         try process.run()
         process.waitUntilExit()
         #expect(process.terminationStatus == code)
         #expect((process.terminationReason == .uncaughtSignal) == signaled)
-        let status = try String(contentsOfFile: GuestScript.exitStatusFile, encoding: .utf8)
+        let status = try String(contentsOfFile: statusFile, encoding: .utf8)
         #expect(status == recorded + "\n")
     }
 

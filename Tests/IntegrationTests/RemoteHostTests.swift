@@ -1,4 +1,5 @@
 import Airlock
+import AirlockTestSupport
 import Foundation
 import Libvirt
 import Synchronization
@@ -126,7 +127,7 @@ extension Integration {
                     }
                 }
                 guard let found = port.withLock({ $0 }) else { return }
-                reachedHere.withLock { $0 = TestSSHPort.accepts(found) }
+                reachedHere.withLock { $0 = LoopbackSocket.accepts(port: found) }
                 reachedThere.withLock { $0 = try? host.inside("exec 3<>/dev/tcp/127.0.0.1/\(found)") }
             }
             #expect(outcome.status == 0, "\(outcome.stderrText)")
@@ -267,22 +268,5 @@ extension Integration {
             let id = try queue.submit(["--batch", file.path])
             return try queue.store().list(JobStore.Filter(batch: id)).map(\.id)
         }
-    }
-}
-
-/// Whether something on this machine's loopback accepts connections at a port.
-enum TestSSHPort {
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        } == 0
     }
 }
