@@ -26,9 +26,13 @@ public final class Connection: @unchecked Sendable {
         guard let pointer else {
             throw LibvirtError.last("open")
         }
-        // A keepalive every 5 s, and the connection is dead after 3 go unanswered.
-        // Local connections decline it, which is fine: their socket says when libvirtd goes.
-        _ = virConnectSetKeepAlive(pointer, 5, 3)
+        // To a remote host: a keepalive every 5 s, and the connection is dead
+        // after 5 go unanswered. A local libvirtd's socket says when it goes,
+        // and a busy one (guests under emulation on every core) must not be
+        // taken for a dead one.
+        if URLComponents(string: uri)?.host?.isEmpty == false {
+            _ = virConnectSetKeepAlive(pointer, 5, 5)
+        }
         self.handle = Mutex(pointer)
         self.uri = uri
     }
