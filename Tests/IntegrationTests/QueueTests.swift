@@ -73,7 +73,9 @@ extension Integration {
                 let expected = Int32(index % 4)
                 #expect(record.state == (expected == 0 ? .succeeded : .failed), "\(record)")
                 #expect(record.exitCode == expected)
-                #expect(record.attempts == 1, "a workload's own failure is never retried")
+                #expect(
+                    record.attempts == 1,
+                    "a workload's own failure is never retried; history: \((try? store.history(record.id)) ?? [])")
                 #expect(record.labels == ["suite": "twelve"])
                 let folder = out.appendingPathComponent(record.id)
                 let stdout = try String(contentsOf: folder.appendingPathComponent("stdout"), encoding: .utf8)
