@@ -92,7 +92,7 @@ public final class Controller: @unchecked Sendable {
     public func run() throws(AirlockError) {
         let me = ProcessToken.current
         var hosts = try currentHosts()
-        if try queue.store.hosts().isEmpty {
+        if hosts == [JobStore.Host(name: "local", uri: options.connectURI)] {
             // The one host of a single-host setup must answer now, as it always had to.
             let capacity = try HostCapacity.measure(
                 uri: options.connectURI, concurrency: options.concurrency, policy: options.policy)

@@ -71,10 +71,12 @@ final class HostMonitor: @unchecked Sendable {
         thread.start()
     }
 
+    /// Stops watching. Waits a while for a check in progress; a host that
+    /// holds its check longer is left to it (the thread ends with the call).
     func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         wake.signal()
-        finished.wait()
+        _ = finished.wait(timeout: .now() + 15)
     }
 
     /// One check: a call to the host over the kept connection, or a new
@@ -90,7 +92,6 @@ final class HostMonitor: @unchecked Sendable {
             _ = Bounded.run(.seconds(10)) { connection.close() }
         }
         do {
-            try HostProbe.reachable(host.uri)
             let opened = try Connection.airlock(uri: host.uri)
             let node: NodeInfo
             do {
